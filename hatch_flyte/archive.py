@@ -1,0 +1,274 @@
+"""Writing a bundle archive in one pass over the files.
+
+Each file is read once: the bytes go to flyte's md5 digest and, through :mod:`tarfile` (so the tar
+framing is the standard library's, byte for byte what flyte writes), to a compressor running on a
+second thread. Memory is bounded by a few MiB of buffers whatever the bundle's size.
+
+Two gzip flavours:
+
+* ``compatible``: header, deflate level 9 and trailer exactly as ``gzip.GzipFile(filename=<final
+  name>, mtime=0)`` writes them, which is what flyte uploads on a machine without pigz. The
+  header holds the final name, which depends on the digest, known only at the end; its length
+  is fixed, so a placeholder is written first and patched in place.
+* ``fast``: ISA-L deflate (zlib level 1 when isal is not installed), any gzip reader accepts it.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import io
+import os
+import queue
+import tarfile
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, Protocol, cast
+
+from hatch_flyte.errors import BundleError
+from hatch_flyte.selection import BundleFile
+
+_isal: Any
+try:
+    from isal import isal_zlib as _isal
+except ImportError:  # pragma: no cover - isal is a dependency; kept working without it
+    _isal = None
+
+#: flyte sets every member's mtime to 1981-01-01T00:00:00Z as a float (tarfile then adds a PAX
+#: ``mtime`` record on the Pythons that store float times).
+FLYTE_MTIME = 347155200.0
+FAST_PREFIX = "fast"
+SUFFIX = ".tar.gz"
+_CHUNK = 1 << 20
+_QUEUE_DEPTH = 8
+
+
+def bundle_name(digest: str) -> str:
+    """``fast<md5>.tar.gz``, flyte's name for a bundle with this digest."""
+    return f"{FAST_PREFIX}{digest}{SUFFIX}"
+
+
+def gzip_header(name: str, level: int) -> bytes:
+    """The gzip header :class:`gzip.GzipFile` writes for ``filename=name`` and ``mtime=0``."""
+    buf = io.BytesIO()
+    gz = gzip.GzipFile(filename=name, mode="wb", compresslevel=level, mtime=0, fileobj=buf)
+    header = buf.getvalue()
+    gz.close()
+    return header
+
+
+COMPATIBLE_LEVEL = 9
+FAST_LEVEL = 1  # only decides the header's XFL byte ("fastest") in fast mode
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self, mode: int = ..., /) -> bytes: ...
+
+
+def _compressor(compression: str) -> tuple[_Compressor, Callable[[bytes, int], int]]:
+    if compression == "compatible":
+        # The same compressor gzip.GzipFile makes for level 9.
+        comp: Any = zlib.compressobj(COMPATIBLE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
+    elif _isal is not None:
+        comp = _isal.compressobj(2, zlib.DEFLATED, -zlib.MAX_WBITS)
+    else:  # pragma: no cover
+        comp = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    crc32: Callable[[bytes, int], int] = _isal.crc32 if _isal is not None else zlib.crc32
+    return comp, crc32
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    digest: str
+    tar_size: int
+    size: int
+
+
+class _GzipPipe:
+    """A write-only file for :class:`tarfile.TarFile` whose bytes are gzipped on another thread."""
+
+    def __init__(self, out: IO[bytes], compression: str) -> None:
+        self.out = out
+        self.compression = compression
+        self.header_len = len(gzip_header(bundle_name("0" * 32), self._level))
+        self._write_out(b"\0" * self.header_len)  # patched by finish()
+        self._buf = bytearray()
+        self._written = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hatch-flyte-gzip", daemon=True)
+        self._thread.start()
+
+    @property
+    def _level(self) -> int:
+        return COMPATIBLE_LEVEL if self.compression == "compatible" else FAST_LEVEL
+
+    # tarfile.TarFile needs write() and tell().
+    def tell(self) -> int:
+        return self._written
+
+    def write(self, data: bytes) -> int:
+        n = len(data)
+        self._written += n
+        if not self._buf and n >= _CHUNK:
+            self._put(bytes(data))
+            return n
+        self._buf += data
+        if len(self._buf) >= _CHUNK:
+            self._put(bytes(self._buf))
+            self._buf.clear()
+        return n
+
+    def _put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise output_error(self.out, self._error)
+        self._queue.put(chunk)
+
+    def _write_out(self, data: bytes) -> None:
+        try:
+            self.out.write(data)
+        except OSError as e:
+            raise output_error(self.out, e) from None
+
+    def _run(self) -> None:
+        comp, crc32 = _compressor(self.compression)
+        crc = 0
+        try:
+            while True:
+                chunk = self._queue.get()
+                if chunk is None:
+                    break
+                crc = crc32(chunk, crc)
+                self.out.write(comp.compress(chunk))
+            self.out.write(comp.flush())
+            self.out.write(crc.to_bytes(4, "little") + (self._written & 0xFFFFFFFF).to_bytes(4, "little"))
+        except BaseException as e:  # handed to the writing thread
+            self._error = e
+            # Keep draining so the producer never blocks on a full queue.
+            while self._queue.get() is not None:
+                pass
+
+    def finish(self, name: str) -> int:
+        """Flush, write the trailer and the real header; return the archive's size in bytes."""
+        if self._buf:
+            self._put(bytes(self._buf))
+            self._buf.clear()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise output_error(self.out, self._error)
+        header = gzip_header(name, self._level)
+        if len(header) != self.header_len:  # pragma: no cover - names have a fixed length
+            raise BundleError(f"internal error: gzip header for {name} has an unexpected length")
+        end = self.out.tell()
+        self.out.seek(0)
+        self._write_out(header)
+        return end
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def output_error(out: IO[bytes], error: BaseException) -> BundleError:
+    """A clear error for a failed write of the archive file ``out``."""
+    where = os.path.dirname(getattr(out, "name", "") or ".") or "."
+    if isinstance(error, OSError):
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return BundleError(
+                f"disk full while writing the bundle into {where}; free some space or "
+                "choose another output directory"
+            )
+        return BundleError(f"cannot write the bundle into {where}: {error.strerror or error}")
+    return BundleError(f"writing the bundle into {where} failed: {error!r}")
+
+
+class _HashingReader:
+    """Feeds what tarfile reads from a file into the bundle digest as well."""
+
+    def __init__(self, f: IO[bytes], md5: Any) -> None:
+        self.f = f
+        self.md5 = md5
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.md5.update(data)
+        return data
+
+
+def flyte_tarinfo(arcname: str, st: os.stat_result) -> tarfile.TarInfo:
+    """The member header flyte writes: dereferenced, fixed mtime, no owner, mode kept."""
+    info = tarfile.TarInfo(arcname)
+    info.size = st.st_size
+    info.mode = st.st_mode & 0o7777
+    info.mtime = FLYTE_MTIME  # a float on purpose, as flyte stores it
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def path_digest_bytes(arcname: str) -> bytes:
+    """What flyte feeds md5 for a member's path: the relative path with its separators removed."""
+    return arcname.replace("/", "").encode("utf-8")
+
+
+def write_archive(files: Sequence[BundleFile], out: IO[bytes], compression: str) -> ArchiveResult:
+    """Write ``files`` as a gzipped tar to ``out`` (seekable); return the flyte digest."""
+    md5 = hashlib.md5()
+    pipe = _GzipPipe(out, compression)
+    try:
+        tar: Any = tarfile.TarFile(fileobj=cast(IO[bytes], pipe), mode="w", copybufsize=_CHUNK)
+        for member in files:
+            _add(tar, member, md5)
+            tar.members.clear()  # the member list is not needed and would grow with the bundle
+        tar.close()
+        digest = md5.hexdigest()
+        size = pipe.finish(bundle_name(digest))
+    except BaseException:
+        pipe.abort()
+        raise
+    return ArchiveResult(digest=digest, tar_size=pipe.tell(), size=size)
+
+
+def _add(tar: Any, member: BundleFile, md5: Any) -> None:
+    try:
+        f = open(member.path, "rb")
+    except OSError as e:
+        raise BundleError(
+            f"cannot read {member.path}: {e.strerror}; make it readable or add it to "
+            "`tool.flyte.bundle.ignores`"
+        ) from None
+    with f:
+        st = os.fstat(f.fileno())
+        try:
+            tar.addfile(flyte_tarinfo(member.arcname, st), _HashingReader(f, md5))
+            grew = f.read(1)
+        except OSError as e:
+            if e.errno is None:  # tarfile's "unexpected end of data"
+                raise BundleError(
+                    f"{member.path} changed while it was being bundled (it shrank); build again"
+                ) from None
+            raise BundleError(f"cannot read {member.path}: {e.strerror}") from None
+    if grew:
+        raise BundleError(f"{member.path} changed while it was being bundled (it grew); build again")
+    md5.update(path_digest_bytes(member.arcname))
+
+
+def digest_files(files: Sequence[BundleFile]) -> str:
+    """flyte's digest of ``files`` without writing anything (used by ``inspect`` and dry runs)."""
+    md5 = hashlib.md5()
+    for member in files:
+        try:
+            with open(member.path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    md5.update(chunk)
+        except OSError as e:
+            raise BundleError(f"cannot read {member.path}: {e.strerror}") from None
+        md5.update(path_digest_bytes(member.arcname))
+    return md5.hexdigest()

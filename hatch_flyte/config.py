@@ -1,0 +1,257 @@
+"""Reading and validating the ``[tool.flyte]`` table of pyproject.toml.
+
+All problems in one file are collected and raised as a single :class:`ConfigError`, each naming
+the dotted key, what was found and what is expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from hatch_flyte.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+Compression = Literal["fast", "compatible"]
+SecretsPolicy = Literal["warn", "error", "off"]
+Discovery = Literal["static", "import"]
+
+COMPRESSIONS: tuple[str, ...] = ("fast", "compatible")
+SECRETS_POLICIES: tuple[str, ...] = ("warn", "error", "off")
+DISCOVERIES: tuple[str, ...] = ("static", "import")
+COPY_STYLES: tuple[str, ...] = ("all",)
+
+_ENV_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    """``[tool.flyte.bundle]``: how the fast-registration code bundle is made."""
+
+    copy_style: str = "all"
+    ignores: tuple[str, ...] = ()
+    keep_default_ignores: bool = True
+    include: tuple[str, ...] = ()
+    compression: Compression = "fast"
+    secrets: SecretsPolicy = "warn"
+
+
+@dataclass(frozen=True)
+class FlyteConfig:
+    """The whole ``[tool.flyte]`` table, validated. Paths stay as written (project-relative)."""
+
+    package: str | None = None
+    root_dir: str | None = None
+    environments: tuple[str, ...] | None = None
+    discovery: Discovery = "static"
+    python: str | None = None
+    discovery_timeout: float = 300.0
+    bundle: BundleConfig = field(default_factory=BundleConfig)
+    #: False when pyproject.toml has no ``[tool.flyte]`` table (all defaults).
+    present: bool = False
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning syntax errors into a :class:`ConfigError` with line and column."""
+    try:
+        with path.open("rb") as f:
+            data: dict[str, Any] = tomllib.load(f)
+            return data
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path), ["file not found: create it or point at the project directory"]
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), [f"malformed TOML: {e}"]) from None
+    except OSError as e:
+        raise ConfigError(str(path), [f"cannot read the file: {e.strerror or e}"]) from None
+
+
+def load_config(pyproject: Path) -> FlyteConfig:
+    """Load and validate ``[tool.flyte]`` from ``pyproject``."""
+    data = load_toml(pyproject)
+    return parse_config(data, pyproject)
+
+
+def parse_config(data: Mapping[str, Any], pyproject: Path) -> FlyteConfig:
+    """Validate the ``[tool.flyte]`` part of an already parsed pyproject.toml."""
+    tool = data.get("tool", {})
+    raw = tool.get("flyte") if isinstance(tool, Mapping) else None
+    if raw is None:
+        return FlyteConfig()
+    checker = _Checker(pyproject.parent)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(str(pyproject), [f"`tool.flyte` must be a table, got {_kind(raw)}"])
+    cfg = checker.table(raw, "tool.flyte", _TOP_KEYS)
+    bundle_raw = raw.get("bundle", {})
+    bundle: dict[str, Any] = {}
+    if isinstance(bundle_raw, Mapping):
+        bundle = checker.table(bundle_raw, "tool.flyte.bundle", _BUNDLE_KEYS)
+    else:
+        checker.problems.append(f"`tool.flyte.bundle` must be a table, got {_kind(bundle_raw)}")
+    if checker.problems:
+        raise ConfigError(str(pyproject), checker.problems)
+    cfg.pop("bundle", None)
+    return FlyteConfig(bundle=BundleConfig(**bundle), present=True, **cfg)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+Validator = Callable[["_Checker", Any, str], Any]
+
+
+def _kind(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array"}
+    for t, name in names.items():
+        if type(value) is t:
+            return f"{name} ({value!r})" if t is not list else name
+    if isinstance(value, Mapping):
+        return "a table"
+    return type(value).__name__
+
+
+class _Checker:
+    def __init__(self, project_dir: Path) -> None:
+        self.project_dir = project_dir.resolve()
+        self.problems: list[str] = []
+
+    def table(
+        self, raw: Mapping[str, Any], prefix: str, keys: Mapping[str, tuple[str, Validator]]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            dotted = f"{prefix}.{key}"
+            if key not in keys:
+                near = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
+                hint = f"; did you mean `{near[0]}`?" if near else f"; valid keys: {', '.join(sorted(keys))}"
+                self.problems.append(f"unknown key `{dotted}`{hint}")
+                continue
+            attr, validator = keys[key]
+            before = len(self.problems)
+            checked = validator(self, value, dotted)
+            if len(self.problems) == before:
+                out[attr] = checked
+        return out
+
+    # Each validator appends to self.problems and returns the converted value.
+    def string(self, value: Any, key: str) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            self.problems.append(f"`{key}` must be a non-empty string, got {_kind(value)}")
+        return value
+
+    def boolean(self, value: Any, key: str) -> Any:
+        if not isinstance(value, bool):
+            self.problems.append(f"`{key}` must be true or false, got {_kind(value)}")
+        return value
+
+    def positive_number(self, value: Any, key: str) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            self.problems.append(f"`{key}` must be a positive number of seconds, got {_kind(value)}")
+            return value
+        return float(value)
+
+    def string_list(self, value: Any, key: str) -> Any:
+        if not isinstance(value, list):
+            self.problems.append(f"`{key}` must be an array of strings, got {_kind(value)}")
+            return value
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.problems.append(f"`{key}[{i}]` must be a non-empty string, got {_kind(item)}")
+        return tuple(value)
+
+    def project_path(self, value: Any, key: str) -> Any:
+        """A path relative to the project directory that must stay inside it."""
+        if not isinstance(value, str) or not value.strip():
+            self.problems.append(f"`{key}` must be a non-empty path string, got {_kind(value)}")
+            return value
+        if not self._inside(value):
+            self.problems.append(
+                f"`{key}` = {value!r} escapes the project directory {self.project_dir}; "
+                "use a path relative to the directory of pyproject.toml that stays inside it"
+            )
+        return value
+
+    def project_path_list(self, value: Any, key: str) -> Any:
+        items = self.string_list(value, key)
+        if isinstance(items, tuple):
+            for i, item in enumerate(items):
+                if isinstance(item, str) and item.strip() and not self._inside(item):
+                    self.problems.append(
+                        f"`{key}[{i}]` = {item!r} escapes the project directory {self.project_dir}; "
+                        "use a path relative to the directory of pyproject.toml that stays inside it"
+                    )
+        return items
+
+    def environment_refs(self, value: Any, key: str) -> Any:
+        items = self.string_list(value, key)
+        if isinstance(items, tuple):
+            for i, item in enumerate(items):
+                if isinstance(item, str) and not _ENV_REF.match(item):
+                    self.problems.append(
+                        f"`{key}[{i}]` = {item!r} is not of the form 'package.module:attribute'"
+                    )
+        return items
+
+    def _inside(self, value: str) -> bool:
+        target = (self.project_dir / value).resolve()
+        return target == self.project_dir or self.project_dir in target.parents
+
+
+def _enum(choices: tuple[str, ...]) -> Validator:
+    def check(checker: _Checker, value: Any, key: str) -> Any:
+        if value not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            near = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            checker.problems.append(f"`{key}` must be one of {allowed}, got {_kind(value)}{hint}")
+        return value
+
+    return check
+
+
+def _package_name(checker: _Checker, value: Any, key: str) -> Any:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", value):
+        checker.problems.append(
+            f"`{key}` must be an importable package name such as 'my_pkg', got {_kind(value)}"
+        )
+    return value
+
+
+def _table_marker(checker: _Checker, value: Any, key: str) -> Any:
+    return value  # validated separately, as its own table
+
+
+_TOP_KEYS: dict[str, tuple[str, Validator]] = {
+    "package": ("package", _package_name),
+    "root-dir": ("root_dir", _Checker.project_path),
+    "environments": ("environments", _Checker.environment_refs),
+    "discovery": ("discovery", _enum(DISCOVERIES)),
+    "python": ("python", _Checker.string),
+    "discovery-timeout": ("discovery_timeout", _Checker.positive_number),
+    "bundle": ("bundle", _table_marker),
+}
+
+_BUNDLE_KEYS: dict[str, tuple[str, Validator]] = {
+    "copy-style": ("copy_style", _enum(COPY_STYLES)),
+    "ignores": ("ignores", _Checker.string_list),
+    "keep-default-ignores": ("keep_default_ignores", _Checker.boolean),
+    "include": ("include", _Checker.project_path_list),
+    "compression": ("compression", _enum(COMPRESSIONS)),
+    "secrets": ("secrets", _enum(SECRETS_POLICIES)),
+}
+
+
+def as_compression(value: str) -> Compression:
+    """Narrow a CLI string to :data:`Compression` (argparse already restricts the choices)."""
+    if value not in COMPRESSIONS:
+        raise ValueError(value)
+    return cast(Compression, value)

@@ -1,0 +1,1 @@
+"""hatch plugin registration (entry point group ``hatch``)."""

@@ -1,0 +1,177 @@
+"""Choosing the files of a bundle: the same walk, order and include rules as flyte 2.12."""
+
+from __future__ import annotations
+
+import errno
+import glob
+import logging
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hatch_flyte.errors import BundleError
+from hatch_flyte.ignore import IgnoreRules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """One archive member: where it is read from and its POSIX name inside the bundle."""
+
+    path: str
+    arcname: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The files of a bundle in archive order (sorted by path, as flyte sorts them)."""
+
+    root: Path
+    files: tuple[BundleFile, ...]
+    #: Entries left out because they are not files (dangling links, sockets), for reports.
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def arcnames(self) -> list[str]:
+        return [f.arcname for f in self.files]
+
+
+def select_files(
+    root: Path,
+    rules: IgnoreRules,
+    include: Sequence[Path] = (),
+    exclude_dirs: Iterable[Path] = (),
+) -> Selection:
+    """Walk ``root`` (absolute and resolved) and return what flyte would bundle from it.
+
+    ``include`` entries (absolute files, directories or globs) are added on top, as flyte adds
+    ``Environment.include``; ``exclude_dirs`` (our own output directory, when it lies under the
+    root) are never entered.
+    """
+    skipped: list[str] = []
+    excluded = {(s.st_dev, s.st_ino) for s in (_stat_or_none(d) for d in exclude_dirs) if s is not None}
+    found = _walk(str(root), rules, excluded, skipped)
+    if include:
+        found = _add_includes(root, found, include, rules, excluded, skipped)
+    found.sort()
+    prefix = str(root).rstrip("/") + "/"
+    files = tuple(BundleFile(p, p[len(prefix) :].replace(os.sep, "/")) for p in found)
+    return Selection(root=root, files=files, skipped=tuple(skipped))
+
+
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _walk_error(err: OSError) -> None:
+    raise BundleError(
+        f"cannot read directory {err.filename}: {err.strerror}; make it readable or add it to "
+        "`tool.flyte.bundle.ignores`"
+    )
+
+
+def _walk(top: str, rules: IgnoreRules, excluded: set[tuple[int, int]], skipped: list[str]) -> list[str]:
+    """flyte's walk: follow directory links, visit each directory inode once, sorted file names."""
+    out: list[str] = []
+    visited: set[int] = set()
+    for dirpath, dirnames, filenames in os.walk(top, topdown=True, onerror=_walk_error, followlinks=True):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        if excluded:
+            dirnames[:] = [d for d in dirnames if _dev_ino(os.path.join(dirpath, d)) not in excluded]
+        dirnames[:] = [d for d in dirnames if not rules.is_ignored(os.path.join(dirpath, d), is_dir=True)]
+        # A directory reached twice (through a link) keeps the files of its first visit only; its
+        # subdirectories are still walked, exactly as flyte does.
+        inode = os.stat(dirpath).st_ino
+        if inode in visited:
+            continue
+        visited.add(inode)
+        filenames.sort()
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            kind = _file_kind(path)
+            if kind in ("socket", "dangling link"):  # flyte skips these before its ignore rules
+                log.warning("leaving out %s: %s", path, kind)
+                skipped.append(path)
+                continue
+            if rules.is_ignored(path, is_dir=False):
+                continue
+            if kind != "file":
+                raise BundleError(
+                    f"{path} is a {kind}, which a bundle cannot hold; fix or delete it, or add it to "
+                    "`tool.flyte.bundle.ignores`"
+                )
+            out.append(path)
+        dirnames[:] = [d for d in dirnames if os.stat(os.path.join(dirpath, d)).st_ino not in visited]
+    return out
+
+
+def _dev_ino(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _file_kind(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop (it never resolves to a file)"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "dangling link"
+        raise BundleError(f"cannot read {path}: {e.strerror}; make it readable or ignore it") from None
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    return "device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
+
+
+def _add_includes(
+    root: Path,
+    found: list[str],
+    include: Sequence[Path],
+    rules: IgnoreRules,
+    excluded: set[tuple[int, int]],
+    skipped: list[str],
+) -> list[str]:
+    extra: list[str] = []
+    for entry in include:
+        if entry.is_dir():
+            extra.extend(_walk(str(entry), rules, excluded, skipped))
+        elif entry.is_file():
+            extra.append(str(entry))
+        else:
+            matched = glob.glob(str(entry))
+            if not matched:
+                raise BundleError(
+                    f"include path {entry} is not a file, a directory or a glob that matches anything; "
+                    "fix `tool.flyte.bundle.include`"
+                )
+            extra.extend(m for m in matched if os.path.isfile(m) and not rules.is_ignored(m, is_dir=False))
+    existing = set(found)
+    for path in extra:
+        resolved = Path(path).resolve()
+        try:
+            rel = resolved.relative_to(root)
+        except ValueError:
+            raise BundleError(
+                f"include path {path} is outside the bundle root {root}; move it under the root or set "
+                "`tool.flyte.root-dir` one level up"
+            ) from None
+        normalized = str(root / rel)
+        if normalized not in existing:
+            existing.add(normalized)
+            found.append(normalized)
+    return found
