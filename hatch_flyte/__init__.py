@@ -1,9 +1,48 @@
 """hatch-flyte: package Flyte 2 code from the project's own build.
 
-The build logic (``config``, ``project``, ``ignore``, ``selection``, ``archive``, ``bundle``) is
-plain Python; ``hooks`` (hatch) and ``setuptools`` glue are thin adapters over it.
+The build logic (``config``, ``project``, ``ignore``, ``selection``, ``archive``, ``bundle``,
+``discovery``, ``manifest``, ``pipeline``) is plain Python; ``hooks`` (hatch) and ``setuptools``
+glue are thin adapters over it.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata as _metadata
+from typing import Any
 
 from hatch_flyte.__about__ import __version__
 
-__all__ = ["__version__"]
+__all__ = ["InstalledEnvironment", "__version__", "installed_environments"]
+
+ENTRY_POINT_GROUP = "flyte.environments"
+
+
+@dataclass(frozen=True)
+class InstalledEnvironment:
+    """A Flyte environment advertised by an installed distribution's entry points."""
+
+    name: str
+    module: str
+    attribute: str
+    distribution: str | None
+    _entry_point: Any
+
+    def load(self) -> Any:
+        """Import the module and return the environment object."""
+        return self._entry_point.load()
+
+
+def installed_environments() -> list[InstalledEnvironment]:
+    """Environments of installed distributions, from their ``flyte.environments`` entry points.
+
+    Nothing is imported until :meth:`InstalledEnvironment.load` is called.
+    """
+    found = []
+    for ep in _metadata.entry_points(group=ENTRY_POINT_GROUP):
+        module, _, attribute = ep.value.partition(":")
+        dist = getattr(ep, "dist", None)
+        found.append(
+            InstalledEnvironment(ep.name, module.strip(), attribute.strip(), dist.name if dist else None, ep)
+        )
+    return sorted(found, key=lambda e: (e.name, e.module))

@@ -164,9 +164,13 @@ class _GzipPipe:
         header = gzip_header(name, self._level)
         if len(header) != self.header_len:  # pragma: no cover - names have a fixed length
             raise BundleError(f"internal error: gzip header for {name} has an unexpected length")
-        end = self.out.tell()
-        self.out.seek(0)
-        self._write_out(header)
+        try:  # seek() and flush() write buffered bytes, which can fail (disk full)
+            end = self.out.tell()
+            self.out.seek(0)
+            self.out.write(header)
+            self.out.flush()
+        except OSError as e:
+            raise output_error(self.out, e) from None
         return end
 
     def abort(self) -> None:
@@ -177,7 +181,8 @@ class _GzipPipe:
 
 def output_error(out: IO[bytes], error: BaseException) -> BundleError:
     """A clear error for a failed write of the archive file ``out``."""
-    where = os.path.dirname(getattr(out, "name", "") or ".") or "."
+    name = getattr(out, "name", None)  # an int for a file opened from a descriptor
+    where = (os.path.dirname(name) or ".") if isinstance(name, str) else "the output directory"
     if isinstance(error, OSError):
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             return BundleError(

@@ -45,13 +45,15 @@ class PendingFile:
     def __init__(self, directory: Path, prefix: str = ".hatch-flyte-") -> None:
         try:
             fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+            # Reopened by name so that ``file.name`` is the path (error messages show where).
+            with os.fdopen(fd, "rb"):
+                self.file: IO[bytes] = open(name, "r+b")
         except OSError as e:
             raise BuildError(
                 f"cannot write into {directory}: {e.strerror}; check its permissions or "
                 "choose another output directory"
             ) from None
         self.path = Path(name)
-        self.file: IO[bytes] = os.fdopen(fd, "w+b")
         self._done = False
 
     def publish(self, target: Path, mode: int = 0o666) -> None:
@@ -63,7 +65,9 @@ class PendingFile:
 
     def discard(self) -> None:
         """Close and delete the file."""
-        self.file.close()
+        # close() flushes and can fail (disk full); the file must be deleted all the same.
+        with contextlib.suppress(OSError):
+            self.file.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self._done = True

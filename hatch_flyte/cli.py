@@ -11,13 +11,18 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hatch_flyte import __version__
+from hatch_flyte.archive import bundle_name
 from hatch_flyte.bundle import Bundle, BundleOptions, build
+from hatch_flyte.bundle import digest as bundle_digest
 from hatch_flyte.config import COMPRESSIONS, as_compression
+from hatch_flyte.discovery import discover
 from hatch_flyte.errors import HatchFlyteError
+from hatch_flyte.pipeline import analyse, build_artifacts, manifest_for, with_environment_includes
 from hatch_flyte.project import load_project
 from hatch_flyte.report import human_size, render_tree
 
@@ -33,11 +38,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="hatch-flyte", description="Package Flyte 2 code: code bundles, wheels, images."
     )
     parser.add_argument("--version", action="version", version=f"hatch-flyte {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output (-vv for debug)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    b = sub.add_parser("bundle", help="write the fast-registration code bundle (fast<digest>.tar.gz)")
+    b = sub.add_parser(
+        "bundle", parents=[common], help="write the fast-registration code bundle (fast<digest>.tar.gz)"
+    )
     b.add_argument(
         "path", nargs="?", default=".", help="project directory (its [tool.flyte] applies) or any directory"
     )
@@ -55,6 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--show-files", action="store_true", help="print the bundled files as a tree")
     b.add_argument("--json", action="store_true", help="print one JSON object describing the bundle")
     b.set_defaults(func=_cmd_bundle)
+
+    i = sub.add_parser(
+        "inspect", parents=[common], help="show the package, environments and bundle of a project"
+    )
+    i.add_argument("path", nargs="?", default=".", help="project directory")
+    i.add_argument("--root-dir", help="bundle root (default: tool.flyte.root-dir)")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.set_defaults(func=_cmd_inspect)
+
+    bl = sub.add_parser("build", parents=[common], help="build the wheel, the code bundle and the manifest")
+    bl.add_argument("path", nargs="?", default=".", help="project directory (any PEP 517 backend)")
+    bl.add_argument("-t", "--target", default="wheel,bundle", help="comma-separated: wheel, bundle, image")
+    bl.add_argument("-o", "--output", dest="outdir", help="output directory (default: PATH/dist)")
+    bl.add_argument("--no-isolation", action="store_true", help="build the wheel in the current environment")
+    bl.add_argument("--compression", choices=COMPRESSIONS, help="bundle compression (default: from config)")
+    bl.add_argument("--json", action="store_true", help="print the manifest")
+    bl.set_defaults(func=_cmd_build)
     return parser
 
 
@@ -80,8 +105,11 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         compression=as_compression(args.compression) if args.compression else None,
         secrets="error" if args.strict else None,
     )
+    if project.has_pyproject:
+        # A project's bundle holds its environments' include= paths too, as flyte deploy's does.
+        options = with_environment_includes(project, options, discover(project))
     if args.no_cache:
-        options = BundleOptions(**{**options.__dict__, "use_cache": False})
+        options = replace(options, use_cache=False)
     outdir = Path(args.outdir) if args.outdir else project.directory / "dist"
     bundle = build(project.root_dir, outdir, options)
     if args.json:
@@ -94,6 +122,77 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         f"{verb} {bundle.path} ({len(bundle.files)} files, {human_size(bundle.size)}, "
         f"{human_size(bundle.tar_size)} uncompressed, {bundle.compression}) in {bundle.seconds:.2f}s"
     )
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    project = load_project(Path(args.path), root_dir=args.root_dir)
+    analysis = analyse(project)
+    manifest = manifest_for(project, analysis)
+    options = with_environment_includes(project, BundleOptions.for_project(project), analysis.discovery)
+    selection, digest = bundle_digest(project.root_dir, options)
+    data = {
+        "project": {"name": project.name, "version": project.version, "directory": str(project.directory)},
+        "package": analysis.package,
+        "root_dir": str(project.root_dir),
+        "discovery": analysis.discovery.method,
+        "environments": manifest["environments"],
+        "unresolved": manifest["unresolved"],
+        "bundle": {"name": bundle_name(digest), "digest": digest, "files": len(selection.files)},
+    }
+    if args.json:
+        _out(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    _out(f"project      {project.name or '-'} {project.version or ''}".rstrip())
+    _out(f"package      {analysis.package}")
+    _out(f"root-dir     {project.root_dir}")
+    _out(f"discovery    {analysis.discovery.method}")
+    _out(f"bundle       {bundle_name(digest)} ({len(selection.files)} files)")
+    _out()
+    rows = [("ENVIRONMENT", "MODULE:ATTRIBUTE", "KIND", "DEPENDS ON", "WHERE")]
+    for env in data["environments"]:
+        rows.append(
+            (
+                env.get("name") or "?",
+                f"{env['module']}:{env['attribute']}",
+                env.get("kind", ""),
+                ", ".join(env.get("depends_on", [])) or "-",
+                f"{env['file']}:{env['line']}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if not data["environments"]:
+        _out("(no environments found)")
+    for item in data["unresolved"]:
+        _out(f"unresolved: {item['file']}:{item['line']}: {item['reason']}")
+    _out()
+    _out(render_tree(project.root_dir, selection.arcnames))
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    project = load_project(Path(args.path))
+    targets = [t.strip() for t in args.target.split(",") if t.strip()]
+    options = BundleOptions.for_project(
+        project, compression=as_compression(args.compression) if args.compression else None
+    )
+    outdir = Path(args.outdir) if args.outdir else project.directory / "dist"
+    result = build_artifacts(project, outdir, targets, isolation=not args.no_isolation, options=options)
+    if args.json:
+        _out(result.manifest.read_text(encoding="utf-8").rstrip())
+        return 0
+    envs = ", ".join(e.name for e in result.analysis.discovery.environments if e.name) or "none"
+    _out(f"package {result.analysis.package}; environments: {envs}")
+    if result.wheel is not None:
+        _out(f"wheel     {result.wheel} ({human_size(result.wheel.stat().st_size)})")
+    if result.bundle is not None:
+        b = result.bundle
+        _out(
+            f"bundle    {b.path} ({len(b.files)} files, {human_size(b.size)}{', reused' if b.reused else ''})"
+        )
+    _out(f"manifest  {result.manifest}")
     return 0
 
 

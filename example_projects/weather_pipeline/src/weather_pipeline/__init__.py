@@ -1,0 +1,3 @@
+"""Daily statistics for weather stations."""
+
+__version__ = "0.3.0"

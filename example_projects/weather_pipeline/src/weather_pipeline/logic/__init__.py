@@ -1,0 +1,1 @@
+"""Business logic: plain Python, no Flyte import, unit tested on its own."""

@@ -1,0 +1,137 @@
+"""The hatchling builder ``flyte``: ``hatch build -t flyte[:wheel,bundle,image]``.
+
+Writes the project's wheel (made by hatchling's own wheel builder, hooks and all), the code bundle
+and ``flyte-manifest.json`` (every artifact with its sha256) into the build directory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.plugin.interface import BuilderInterface
+from hatchling.builders.wheel import WheelBuilder
+
+from hatch_flyte.bundle import BundleOptions
+from hatch_flyte.errors import BuildError
+from hatch_flyte.hatch_glue import app_logging
+from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
+from hatch_flyte.pipeline import Analysis, analyse, bundle_for, manifest_for
+from hatch_flyte.project import Project, load_project
+from hatch_flyte.report import human_size, render_tree
+
+VERSIONS = ("wheel", "bundle", "image")
+
+
+class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
+    """Builder ``flyte``; target options under ``[tool.hatch.build.targets.flyte]``."""
+
+    PLUGIN_NAME = "flyte"
+
+    def get_version_api(self) -> dict[str, Callable[..., str]]:
+        return {
+            "wheel": self.build_wheel_artifact,
+            "bundle": self.build_bundle_artifact,
+            "image": self.build_image,
+        }
+
+    def get_default_versions(self) -> list[str]:
+        return ["wheel", "bundle"]
+
+    def clean(self, directory: str, versions: list[str]) -> None:
+        out = Path(directory)
+        if not out.is_dir():
+            return
+        patterns = [MANIFEST_NAME]
+        if "bundle" in versions:
+            patterns.append("fast*.tar.gz")
+        if "wheel" in versions:
+            patterns.append(f"{self._wheel_builder().artifact_project_id}-*.whl")
+        for pattern in patterns:
+            for path in out.glob(pattern):
+                path.unlink()
+
+    def _wheel_builder(self) -> WheelBuilder:
+        return WheelBuilder(
+            self.root, plugin_manager=self.plugin_manager, metadata=self.metadata, app=self.app
+        )
+
+    # --- shared state of one `hatch build` run ------------------------------------------------
+
+    def _context(self) -> tuple[Project, Analysis]:
+        state = self.__dict__.setdefault("_flyte_state", {})
+        if "project" not in state:
+            project = load_project(Path(self.root))
+            if not project.config.present:
+                self.app.display_info(
+                    "flyte: no [tool.flyte] table in pyproject.toml; building with defaults"
+                )
+            analysis = analyse(project)
+            names = ", ".join(
+                f"{e.name} ({e.module}:{e.attribute})" for e in analysis.discovery.environments if e.name
+            )
+            self.app.display_info(
+                f"flyte: package {analysis.package}, root {project.root_dir}, environments: {names or 'none'}"
+            )
+            for item in analysis.discovery.unresolved:
+                self.app.display_warning(f"flyte: unresolved {item.file}:{item.line}: {item.reason}")
+            state.update(project=project, analysis=analysis, artifacts={})
+        return state["project"], state["analysis"]
+
+    def _record(self, directory: str, kind: str, path: Path, **extra: Any) -> None:
+        project, analysis = self._context()
+        state = self.__dict__["_flyte_state"]
+        state["artifacts"][kind] = (path, extra)
+        bundle = state["artifacts"].get("bundle", (None, {}))[1].get("bundle")
+        wheel = state["artifacts"].get("wheel", (None, {}))[0]
+        manifest = manifest_for(
+            project,
+            analysis,
+            bundle=bundle,
+            wheel=wheel,
+            artifacts=[artifact_entry(p, k) for k, (p, _) in sorted(state["artifacts"].items())],
+            name=self.metadata.name,
+            version=self.metadata.version,
+        )
+        write_manifest(Path(directory, MANIFEST_NAME), manifest)
+
+    # --- versions ----------------------------------------------------------------------------
+
+    def build_wheel_artifact(self, directory: str, **build_data: Any) -> str:
+        with app_logging(self.app):
+            self._context()
+            started = time.perf_counter()
+            artifacts = list(
+                self._wheel_builder().build(directory=directory, versions=["standard"], clean=False)
+            )
+            if len(artifacts) != 1:
+                raise BuildError(f"hatchling's wheel builder returned {artifacts!r}, expected one wheel")
+            wheel = Path(artifacts[0])
+            seconds = time.perf_counter() - started
+            self.app.display_info(
+                f"flyte: wheel {wheel.name} ({human_size(wheel.stat().st_size)}) in {seconds:.2f}s"
+            )
+            self._record(directory, "wheel", wheel)
+            return str(wheel)
+
+    def build_bundle_artifact(self, directory: str, **build_data: Any) -> str:
+        with app_logging(self.app):
+            project, analysis = self._context()
+            bundle = bundle_for(project, Path(directory), BundleOptions.for_project(project), analysis)
+            if self.target_config.get("show-files", False):
+                self.app.display(render_tree(project.root_dir, bundle.files))
+            verb = "reused" if bundle.reused else "wrote"
+            self.app.display_info(
+                f"flyte: {verb} bundle {bundle.name} ({len(bundle.files)} files, {human_size(bundle.size)}) "
+                f"in {bundle.seconds:.2f}s"
+            )
+            self._record(directory, "bundle", bundle.path, bundle=bundle)
+            return str(bundle.path)
+
+    def build_image(self, directory: str, **build_data: Any) -> str:
+        raise BuildError(
+            "the `image` version of the `flyte` target is not available yet in this release of hatch-flyte; "
+            "build `-t flyte:wheel,bundle` and use a prebuilt image with fast registration"
+        )

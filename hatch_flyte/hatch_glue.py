@@ -1,0 +1,46 @@
+"""Small pieces shared by the hatch builder and build hook."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+_LOGGER = logging.getLogger("hatch_flyte")
+
+
+class _AppHandler(logging.Handler):
+    """Forwards hatch-flyte's log records to hatch's display, so warnings look like hatch's own."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(logging.DEBUG)
+        self.app = app
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = f"flyte: {record.getMessage()}"
+        if record.levelno >= logging.ERROR:
+            self.app.display_error(message)
+        elif record.levelno >= logging.WARNING:
+            self.app.display_warning(message)
+        elif record.levelno >= logging.INFO:
+            self.app.display_info(message)
+        else:
+            self.app.display_debug(message)
+
+
+@contextlib.contextmanager
+def app_logging(app: Any) -> Iterator[None]:
+    """Route ``hatch_flyte`` logging to ``app`` (hatch's Application) for the duration of a build."""
+    handler = _AppHandler(app)
+    previous_level = _LOGGER.level
+    previous_propagate = _LOGGER.propagate
+    _LOGGER.addHandler(handler)
+    _LOGGER.setLevel(logging.DEBUG)
+    _LOGGER.propagate = False
+    try:
+        yield
+    finally:
+        _LOGGER.removeHandler(handler)
+        _LOGGER.setLevel(previous_level)
+        _LOGGER.propagate = previous_propagate

@@ -1,0 +1,74 @@
+"""The hatchling build hook ``flyte``: Flyte metadata inside every wheel, under any PEP 517 frontend.
+
+PEP 517 frontends (pip, build, uv) only ever run hatchling's wheel builder, so a hook on the wheel
+target is the one place to act. It adds the ``flyte.environments`` entry points and
+``.dist-info/extra_metadata/flyte-manifest.json``, and with ``bundle-dir`` also writes the code
+bundle there (pip keeps nothing but the wheel from its build directory).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+from hatch_flyte.bundle import BundleOptions
+from hatch_flyte.errors import ConfigError
+from hatch_flyte.manifest import MANIFEST_NAME, write_manifest
+from hatch_flyte.pipeline import analyse, bundle_for, entry_points, manifest_for
+from hatch_flyte.project import load_project
+
+ENTRY_POINT_GROUP = "flyte.environments"
+_HOOK_OPTIONS = {"bundle-dir", "dependencies", "require-runtime-dependencies", "enable-by-default"}
+
+
+class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
+    """Build hook ``flyte`` (configure under ``[tool.hatch.build.targets.wheel.hooks.flyte]``)."""
+
+    PLUGIN_NAME = "flyte"
+
+    def _bundle_dir(self) -> str | None:
+        unknown = sorted(set(self.config) - _HOOK_OPTIONS)
+        where = f"{self.root}/pyproject.toml"
+        if unknown:
+            raise ConfigError(
+                where, [f"unknown option `{k}` for build hook `flyte`; valid: bundle-dir" for k in unknown]
+            )
+        value = self.config.get("bundle-dir")
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(
+                where, ["option `bundle-dir` for build hook `flyte` must be a non-empty string"]
+            )
+        return value
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        if self.target_name != "wheel":
+            return  # an sdist carries sources only; the bundle is made from them later
+        bundle_dir = self._bundle_dir()
+        project = load_project(Path(self.root))
+        analysis = analyse(project)
+        group = self.metadata.core.entry_points.setdefault(ENTRY_POINT_GROUP, {})
+        group.update(entry_points(analysis.discovery))
+
+        bundle = None
+        if bundle_dir is not None and version != "editable":
+            outdir = Path(self.root, bundle_dir)
+            bundle = bundle_for(project, outdir, BundleOptions.for_project(project), analysis)
+            self.app.display_info(f"flyte: bundle {bundle.path} ({len(bundle.files)} files)")
+        manifest = manifest_for(
+            project, analysis, bundle=bundle, name=self.metadata.name, version=self.metadata.version
+        )
+        self._tmp = tempfile.mkdtemp(prefix="hatch-flyte-hook-")
+        path = Path(self._tmp, MANIFEST_NAME)
+        write_manifest(path, manifest)
+        build_data["extra_metadata"][str(path)] = MANIFEST_NAME
+        names = ", ".join(sorted(group)) or "none"
+        self.app.display_info(f"flyte: package {analysis.package}, environments: {names}")
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        tmp = getattr(self, "_tmp", None)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""The whole job as plain steps, shared by the hatch builder, the build hook, setuptools and the CLI.
+
+analyse (package + environments) -> bundle -> manifest. Nothing here knows about hatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hatch_flyte.bundle import Bundle, BundleOptions, build
+from hatch_flyte.discovery import DiscoveryResult, discover
+from hatch_flyte.manifest import make_manifest
+from hatch_flyte.project import Project
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What a project holds: its import package and its Flyte environments."""
+
+    package: str
+    discovery: DiscoveryResult
+
+
+def analyse(project: Project) -> Analysis:
+    """Find the package and discover the environments (static by default: imports nothing)."""
+    package = project.find_package()
+    return Analysis(package=package.name, discovery=discover(project))
+
+
+def entry_points(discovery: DiscoveryResult) -> dict[str, str]:
+    """``flyte.environments`` entry points: environment name -> ``module:attribute``."""
+    return {
+        e.name: f"{e.module}:{e.attribute}" for e in sorted(discovery.environments, key=_env_key) if e.name
+    }
+
+
+def _env_key(env: Any) -> tuple[str, str]:
+    return (env.name or "", env.module)
+
+
+def environment_includes(project: Project, discovery: DiscoveryResult) -> list[Path]:
+    """``Environment.include`` entries as absolute paths, anchored at each declaring file's directory.
+
+    flyte deploy adds these to the bundle on top of the ignore rules, so our bundle does too.
+    """
+    out: list[Path] = []
+    for env in discovery.environments:
+        anchor = (project.root_dir / env.file).parent
+        for inc in env.include:
+            path = Path(inc)
+            out.append(path if path.is_absolute() else (anchor / path).resolve())
+    return list(dict.fromkeys(out))
+
+
+def with_environment_includes(
+    project: Project, options: BundleOptions, discovery: DiscoveryResult
+) -> BundleOptions:
+    """``options`` plus the environments' ``include`` paths, as flyte deploy bundles them."""
+    extra = environment_includes(project, discovery)
+    if not extra:
+        return options
+    return replace(options, include=tuple(dict.fromkeys((*options.include, *extra))))
+
+
+def bundle_for(
+    project: Project, outdir: Path, options: BundleOptions, analysis: Analysis | None = None
+) -> Bundle:
+    """Build the project's bundle, with its environments' ``include`` paths when known."""
+    if analysis is not None:
+        options = with_environment_includes(project, options, analysis.discovery)
+    return build(project.root_dir, outdir, options)
+
+
+def manifest_for(
+    project: Project,
+    analysis: Analysis | None,
+    *,
+    bundle: Bundle | None = None,
+    wheel: Path | None = None,
+    image: Mapping[str, Any] | None = None,
+    artifacts: Iterable[Mapping[str, Any]] = (),
+    name: str | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
+    """The manifest document for what was analysed and built."""
+    return make_manifest(
+        project,
+        package=analysis.package if analysis else None,
+        discovery=analysis.discovery if analysis else None,
+        bundle=bundle,
+        wheel=wheel,
+        image=image,
+        artifacts=artifacts,
+        name=name,
+        version=version,
+    )
+
+
+TARGETS = ("wheel", "bundle", "image")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`build_artifacts` wrote."""
+
+    analysis: Analysis
+    manifest: Path
+    wheel: Path | None = None
+    bundle: Bundle | None = None
+
+
+def build_artifacts(
+    project: Project,
+    outdir: Path,
+    targets: Iterable[str] = ("wheel", "bundle"),
+    *,
+    isolation: bool = True,
+    options: BundleOptions | None = None,
+) -> BuildResult:
+    """The whole job for a project on any PEP 517 backend: wheel, bundle, then the manifest.
+
+    The wheel comes first: when the backend fails nothing is written. The manifest is written
+    last and lists only artifacts that exist.
+    """
+    from hatch_flyte.atomic import ensure_directory
+    from hatch_flyte.errors import BuildError
+    from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
+    from hatch_flyte.wheel import build_wheel
+
+    wanted = list(dict.fromkeys(targets))
+    unknown = [t for t in wanted if t not in TARGETS]
+    if unknown or not wanted:
+        raise BuildError(
+            f"unknown build target(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TARGETS)}"
+        )
+    if "image" in wanted:
+        raise BuildError(
+            "the `image` target is not available yet in this release of hatch-flyte; "
+            "build `-t wheel,bundle` and use a prebuilt image with fast registration"
+        )
+    if project.pyproject is None:
+        raise BuildError(
+            f"{project.directory} has no pyproject.toml; `build` needs a project "
+            "(use `hatch-flyte bundle` for a plain directory)"
+        )
+    analysis = analyse(project)
+    outdir = ensure_directory(outdir)
+    wheel = build_wheel(project.directory, outdir, isolation=isolation) if "wheel" in wanted else None
+    bundle = None
+    if "bundle" in wanted:
+        bundle = bundle_for(project, outdir, options or BundleOptions.for_project(project), analysis)
+    artifacts = []
+    if wheel is not None:
+        artifacts.append(artifact_entry(wheel, "wheel"))
+    if bundle is not None:
+        artifacts.append(artifact_entry(bundle.path, "bundle"))
+    version = _wheel_version(wheel) if wheel is not None else None
+    manifest = manifest_for(
+        project, analysis, bundle=bundle, wheel=wheel, artifacts=artifacts, version=version
+    )
+    path = write_manifest(outdir / MANIFEST_NAME, manifest)
+    return BuildResult(analysis=analysis, manifest=path, wheel=wheel, bundle=bundle)
+
+
+def _wheel_version(wheel: Path) -> str | None:
+    """The version in a wheel's file name (a backend knows a dynamic version, pyproject may not)."""
+    parts = wheel.name.split("-")
+    return parts[1] if len(parts) >= 5 else None

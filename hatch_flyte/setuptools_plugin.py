@@ -1,0 +1,106 @@
+"""setuptools integration: the same entry points and manifest as the hatch build hook, no setup.py code.
+
+setuptools runs every ``setuptools.finalize_distribution_options`` entry point for every build in an
+environment where hatch-flyte is installed, so :func:`finalize_distribution_options` does nothing
+unless the project's pyproject.toml has a ``[tool.flyte]`` table. When it has one, the ``egg_info``
+command (which both ``dist_info`` and ``bdist_wheel`` run) is wrapped: it adds the
+``flyte.environments`` entry points and writes ``extra_metadata/flyte-manifest.json`` into the
+egg-info directory, which ``bdist_wheel`` copies into the wheel's ``.dist-info``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hatch_flyte.config import load_toml
+
+log = logging.getLogger(__name__)
+MANIFEST_PATH = Path("extra_metadata", "flyte-manifest.json")
+
+
+def _project_dir(dist: Any) -> Path:
+    return Path(getattr(dist, "src_root", None) or os.getcwd())
+
+
+def has_flyte_table(project_dir: Path) -> bool:
+    """Whether ``project_dir/pyproject.toml`` has a ``[tool.flyte]`` table (cheap: parse only)."""
+    pyproject = project_dir / "pyproject.toml"
+    if not pyproject.is_file():
+        return False
+    tool = load_toml(pyproject).get("tool", {})
+    return isinstance(tool, dict) and "flyte" in tool
+
+
+def finalize_distribution_options(dist: Any) -> None:
+    """setuptools hook: wrap ``egg_info`` for projects with a ``[tool.flyte]`` table."""
+    if not has_flyte_table(_project_dir(dist)):
+        return
+    base = dist.cmdclass.get("egg_info") or dist.get_command_class("egg_info")
+    if getattr(base, "_hatch_flyte", False):
+        return
+    dist.cmdclass["egg_info"] = _wrap_egg_info(base)
+
+
+# setuptools sorts these hooks by `order`; run after its own pyproject handling.
+finalize_distribution_options.order = 100  # type: ignore[attr-defined]
+
+
+def _wrap_egg_info(base: type[Any]) -> type[Any]:
+    class FlyteEggInfo(base):  # type: ignore[misc]
+        _hatch_flyte = True
+
+        def run(self) -> None:
+            from hatch_flyte.manifest import dumps
+            from hatch_flyte.pipeline import analyse, entry_points, manifest_for
+            from hatch_flyte.project import load_project
+
+            project = load_project(_project_dir(self.distribution))
+            analysis = analyse(project)
+            _add_entry_points(self.distribution, entry_points(analysis.discovery))
+            super().run()
+            manifest = manifest_for(
+                project,
+                analysis,
+                name=self.distribution.get_name(),
+                version=self.distribution.get_version(),
+            )
+            target = Path(self.egg_info) / MANIFEST_PATH
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(dumps(manifest))
+
+    FlyteEggInfo.__name__ = base.__name__
+    return FlyteEggInfo
+
+
+def _add_entry_points(dist: Any, points: dict[str, str]) -> None:
+    from hatch_flyte import ENTRY_POINT_GROUP
+
+    current = dist.entry_points
+    if isinstance(current, str) or current is None:
+        current = {} if not current else _parse_ini(current)
+    group = current.get(ENTRY_POINT_GROUP, [])
+    if isinstance(group, str):
+        group = [line for line in group.splitlines() if line.strip()]
+    elif isinstance(group, dict):
+        group = [f"{k} = {v}" for k, v in group.items()]
+    existing = {line.split("=", 1)[0].strip() for line in group}
+    group = list(group) + [f"{name} = {ref}" for name, ref in sorted(points.items()) if name not in existing]
+    current = dict(current)
+    current[ENTRY_POINT_GROUP] = group
+    dist.entry_points = current
+
+
+def _parse_ini(text: str) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    name = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            name = line[1:-1].strip()
+            groups.setdefault(name, [])
+        elif line and name is not None and not line.startswith(("#", ";")):
+            groups[name].append(line)
+    return groups
