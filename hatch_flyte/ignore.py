@@ -236,18 +236,21 @@ def find_ignore_files(root: Path, git_root: Path | None) -> list[Path]:
     seen: set[Path] = set()
 
     def add(path: Path) -> None:
-        if path not in seen and path.exists():
+        if path not in seen:
             found.append(path)
             seen.add(path)
 
     for name in IGNORE_FILE_NAMES:
-        if git_root is not None and git_root != root:
+        if git_root is not None and git_root != root and (git_root / name).exists():
             add(git_root / name)
-        add(root / name)
+        if (root / name).exists():
+            add(root / name)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d not in _IGNORE_FILE_WALK_PRUNE]
         for name in filenames:
             if name in IGNORE_FILE_NAMES:
+                # Kept even when it is a dangling link, as flyte keeps it: git then refuses the
+                # exclude file and no .gitignore rule applies, in flyte and here alike.
                 add(Path(dirpath) / name)
     return found
 

@@ -1,0 +1,147 @@
+"""The real flyte as a test oracle: build code bundles with flyte 2.12 itself, in a subprocess.
+
+flyte compresses with ``pigz`` when it is on PATH and with :mod:`gzip` otherwise, so the oracle
+runs with a PATH that holds only the tools it needs (links to ``git``, ``tar`` and ``gzip``),
+which is the setup hatch-flyte's ``compression="compatible"`` promises to reproduce byte for byte.
+
+One subprocess builds any number of bundles (importing flyte costs a second or two).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Tools the oracle and the runtime extraction may call: git (GitIgnore), tar and gzip (``tar -x``
+#: of a .tar.gz). Never pigz.
+TOOLS = ("git", "tar", "gzip")
+
+_SCRIPT = r"""
+import asyncio
+import json
+import pathlib
+import sys
+
+from flyte._code_bundle.bundle import build_code_bundle
+
+jobs = json.loads(pathlib.Path(sys.argv[1]).read_text())
+results = []
+
+
+async def run():
+    for job in jobs:
+        root = pathlib.Path(job["root"])
+        out = pathlib.Path(job["outdir"])
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            cb = await build_code_bundle(root, dryrun=True, copy_bundle_to=out, copy_style="all")
+        except Exception as e:
+            results.append({"error": f"{type(e).__name__}: {e}"})
+            continue
+        results.append(
+            {
+                "path": cb.tgz,
+                "files": [pathlib.PurePosixPath(f).relative_to(root).as_posix() for f in cb.files],
+                "computed_version": cb.computed_version,
+            }
+        )
+
+
+asyncio.run(run())
+pathlib.Path(sys.argv[2]).write_text(json.dumps(results))
+"""
+
+
+@dataclass(frozen=True)
+class FlyteBundle:
+    """What flyte produced for one root (``error`` is set instead when flyte raised)."""
+
+    path: Path | None
+    files: tuple[str, ...]
+    computed_version: str | None
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        assert self.path is not None, self.error
+        return self.path.name
+
+    def read_bytes(self) -> bytes:
+        assert self.path is not None, self.error
+        return self.path.read_bytes()
+
+    def tar_bytes(self) -> bytes:
+        return gzip.decompress(self.read_bytes())
+
+
+def tools_dir(where: Path, tools: Sequence[str] = TOOLS) -> Path:
+    """A directory of links to ``tools`` only (default :data:`TOOLS`), to use as the whole PATH."""
+    where.mkdir(parents=True, exist_ok=True)
+    for tool in tools:
+        found = shutil.which(tool)
+        if found is None:
+            raise RuntimeError(f"{tool} is needed by the compatibility tests but is not on PATH")
+        link = where / tool
+        if not link.exists():
+            link.symlink_to(found)
+    assert shutil.which("pigz", path=str(where)) is None
+    return where
+
+
+def oracle_env(tools: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The current environment with PATH replaced by ``tools`` (no pigz) and no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PATH", "PYTHONPATH")}
+    env["PATH"] = str(tools)
+    env.update(extra or {})
+    return env
+
+
+def flyte_bundles(
+    jobs: Sequence[tuple[Path, Path]], workdir: Path, tools: Sequence[str] = TOOLS
+) -> list[FlyteBundle]:
+    """Run ``flyte``'s ``build_code_bundle(root, copy_style="all", dryrun=True)`` for each
+    ``(root, outdir)``, with only ``tools`` on PATH; roots are resolved first, as flyte's CLI
+    resolves ``--root-dir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = tools_dir(workdir / "tools", tools)
+    spec = [{"root": str(Path(root).resolve()), "outdir": str(outdir)} for root, outdir in jobs]
+    jobs_file = workdir / "jobs.json"
+    results_file = workdir / "results.json"
+    jobs_file.write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(jobs_file), str(results_file)],
+        cwd=workdir,
+        env=oracle_env(path),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the flyte oracle failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    out: list[FlyteBundle] = []
+    for item in json.loads(results_file.read_text()):
+        if "error" in item:
+            out.append(FlyteBundle(None, (), None, item["error"]))
+        else:
+            out.append(FlyteBundle(Path(item["path"]), tuple(item["files"]), item["computed_version"]))
+    return out
+
+
+def flyte_bundle(root: Path, outdir: Path, workdir: Path) -> FlyteBundle:
+    """:func:`flyte_bundles` for one root."""
+    return flyte_bundles([(root, outdir)], workdir)[0]
+
+
+def tar_member_names(tar: bytes) -> list[str]:
+    """Member names of an uncompressed tar, in archive order."""
+    with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as tf:
+        return [m.name for m in tf.getmembers()]
