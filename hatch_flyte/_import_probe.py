@@ -204,7 +204,8 @@ def _probe(request: dict[str, Any]) -> dict[str, Any]:
             if value is missing:
                 resolved[ref] = {"error": f"module `{module_name}` has no attribute `{attr}`"}
             elif not isinstance(value, base):
-                resolved[ref] = {"error": f"`{ref}` is a {type(value).__name__}, not a flyte environment"}
+                cls = f"{type(value).__module__}.{type(value).__qualname__}"
+                resolved[ref] = {"error": f"`{ref}` is a {cls}, not a flyte environment (flyte.Environment)"}
             else:
                 resolved[ref] = {"env": next(i for i, e in enumerate(envs) if e is value)}
         answer["refs"] = resolved

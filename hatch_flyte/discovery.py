@@ -15,7 +15,30 @@ loaded environments; see :mod:`hatch_flyte._import_probe`.
 
 Both give the same names, modules, attributes and dependencies on ordinary projects; static
 discovery reports as unresolved what only running the code can tell (a name computed at run time,
-an environment made in a function).
+an environment made in a function or a loop, a dependency that is not a module-level environment).
+
+Rules shared by both methods:
+
+* The modules are the bundle's ``.py`` files named as flyte imports them (``pkg/__init__.py`` is
+  ``pkg``). Files whose path is not a dotted name (``my-script.py``) and programs (``__main__.py``,
+  a top-level ``setup.py``) are not imported; environments found in them are reported unresolved.
+* An environment is reported as :class:`Environment` only when a module-level name is bound to it
+  (in its own module first, else in the first module by name); one that is not is unresolved.
+* Two environments with the same name are a :class:`DiscoveryError` naming both places.
+* ``tool.flyte.environments`` replaces the search: only the modules of its entries are read (or
+  imported), each entry must name an environment, and the result holds those environments.
+
+Static discovery follows module-level ``if``/``try``/``with`` blocks: a condition known before
+running (``TYPE_CHECKING``, ``__name__ == "__main__"``, literals) picks its branch; for any other
+condition both branches count and, when both bind the same name, the first one's environment is
+kept and the other is reported. Import discovery reports the branch taken in its interpreter.
+
+Import discovery reports a module that fails to import as an :class:`Unresolved` entry (the
+exception's last line, at the module's failing line) and carries on, as
+``flyte deploy --recursive --ignore-load-errors`` does; when every module fails (usually the
+project or its dependencies are not installed in that interpreter) it raises
+:class:`DiscoveryError` instead. The image summary differs between the methods for
+``flyte.Image`` objects (source text statically, the image's fields when imported).
 """
 
 from __future__ import annotations
@@ -237,12 +260,13 @@ def discover(project: Project, modules_root: Path | None = None) -> DiscoveryRes
     bundle root); module names stay relative to the bundle root, as flyte imports them.
     """
     root = project.root_dir.resolve()
-    index = _module_index(project, root)
-    selected = _under(index, root, modules_root)
+    index, skipped = _module_index(project, root)
+    selected = _under(list(index.values()), root, modules_root)
     explicit = project.config.environments
+    not_modules = _under(skipped, root, modules_root)
     if project.config.discovery == "import":
-        return _ImportDiscovery(project, root, index).run(selected, explicit)
-    return _static(project, root, index, selected, explicit)
+        return _ImportDiscovery(project, root, index).run(selected, explicit, not_modules)
+    return _static(project, root, index, selected, explicit, not_modules)
 
 
 def _config_source(project: Project) -> str:
@@ -259,10 +283,16 @@ class _ModuleFile:
     rel: str
     #: Absolute path under the root, as walked (not resolved).
     path: Path
+    #: Why a ``.py`` file is not imported as a module (then ``name`` is its path).
+    skipped: str | None = None
 
 
-def _module_index(project: Project, root: Path) -> dict[str, _ModuleFile]:
-    """Importable modules among the bundle's files, by dotted name, in walk (file name) order."""
+def _module_index(project: Project, root: Path) -> tuple[dict[str, _ModuleFile], list[_ModuleFile]]:
+    """Importable modules among the bundle's files, by dotted name, in walk (file name) order.
+
+    Also returns the other ``.py`` files (named by their path, with ``skipped`` saying why), which
+    static discovery still reads to report any environment in them.
+    """
     bundle = project.config.bundle
     try:
         rules = IgnoreRules.for_root(root, bundle.ignores, bundle.keep_default_ignores)
@@ -270,6 +300,7 @@ def _module_index(project: Project, root: Path) -> dict[str, _ModuleFile]:
     except HatchFlyteError as e:
         raise DiscoveryError(f"cannot list the modules under {root}: {e}") from None
     index: dict[str, _ModuleFile] = {}
+    skipped: list[_ModuleFile] = []
     for item in selection.files:
         if not item.arcname.endswith(".py"):
             continue
@@ -279,23 +310,27 @@ def _module_index(project: Project, root: Path) -> dict[str, _ModuleFile]:
         if not parts:
             continue  # the root's own __init__.py is not a module flyte imports
         if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
-            log.debug("skipping %s: its path is not an importable module name", item.arcname)
+            why = "is not importable: its path is not a dotted Python module name; rename it"
+            skipped.append(_ModuleFile(item.arcname, item.arcname, Path(item.path), why))
             continue
         if parts[-1] == "__main__" or parts == ["setup"]:
             # Programs, not modules: importing them runs them (a CLI, setuptools.setup()).
-            log.debug("skipping %s: it is a program, not a module to import", item.arcname)
+            why = "is a program that discovery does not import; move the environment to a module"
+            skipped.append(_ModuleFile(item.arcname, item.arcname, Path(item.path), why))
             continue
         name = ".".join(parts)
         # A package (pkg/__init__.py) shadows a module of the same name (pkg.py), as in Python.
         if name in index and not item.arcname.endswith("__init__.py"):
             continue
         index[name] = _ModuleFile(name, item.arcname, Path(item.path))
-    return index
+    for module in skipped:
+        log.debug("not a module to import: %s %s", module.rel, module.skipped)
+    return index, skipped
 
 
-def _under(index: Mapping[str, _ModuleFile], root: Path, modules_root: Path | None) -> list[_ModuleFile]:
+def _under(modules: Sequence[_ModuleFile], root: Path, modules_root: Path | None) -> list[_ModuleFile]:
     if modules_root is None:
-        return list(index.values())
+        return list(modules)
     base = modules_root.resolve()
     if base != root and root not in base.parents:
         raise DiscoveryError(
@@ -303,7 +338,7 @@ def _under(index: Mapping[str, _ModuleFile], root: Path, modules_root: Path | No
             "pass a directory inside the root or set `tool.flyte.root-dir`"
         )
     prefix = "" if base == root else base.relative_to(root).as_posix() + "/"
-    return [m for m in index.values() if m.rel.startswith(prefix)]
+    return [m for m in modules if m.rel.startswith(prefix)]
 
 
 def _parse_ref(ref: str) -> tuple[str, str]:
@@ -319,9 +354,9 @@ def _missing_module(project: Project, root: Path, i: int, ref: str) -> str:
     where = f"`tool.flyte.environments[{i}]` = {ref!r} in {_config_source(project)}"
     if existing:
         return (
-            f"{where}: {existing[0]} exists but is left out of the bundle by the ignore rules "
-            "(.gitignore, .flyteignore, tool.flyte.bundle.ignores), so flyte could not import it; "
-            "stop ignoring it or fix the entry"
+            f"{where}: {existing[0]} exists but is not a module discovery imports: the bundle's ignore "
+            "rules (.gitignore, .flyteignore, tool.flyte.bundle.ignores) leave it out, or it is a "
+            "program (__main__.py, setup.py); stop ignoring it or point the entry at another module"
         )
     looked = " and ".join(str(c) for c in candidates)
     return f"{where}: no module `{module}` under the bundle root (looked for {looked}); fix the entry"
@@ -445,8 +480,6 @@ class _ModuleState:
     problems: list[_Problem] = field(default_factory=list)
     #: Modules outside the root star-imported (``from flyte import *``).
     stars: list[str] = field(default_factory=list)
-    tree: ast.Module | None = None
-    done: bool = False
 
     @property
     def is_package(self) -> bool:
@@ -485,9 +518,7 @@ class _Static:
         self.states[name] = state
         self.order.append(name)
         if state.file is not None:
-            state.tree = _parse(state.file)
-            _ModuleRun(self, state).run(state.tree.body)
-        state.done = True
+            _ModuleRun(self, state).run(_parse(state.file).body)
         return state
 
     def module_value(self, name: str) -> _Value:
@@ -828,6 +859,7 @@ class _ModuleRun:
             if func.attr == "from_task" and isinstance(base, _ClassV):
                 return _EnvV(self.construct(node, base, from_task=True))
             if func.attr == "add_dependency" and isinstance(base, _EnvV):
+                self.seen_calls.add(id(node))
                 base.draft.depends_on.extend(self.dependency(arg) for arg in node.args)
                 return _OpaqueV("None")
             return _OpaqueV(f"the result of `{_describe(node)}`")
@@ -973,6 +1005,20 @@ class _ModuleRun:
     def report_call(self, call: ast.Call, where: str | None) -> None:
         if id(call) in self.seen_calls:
             return
+        func = call.func
+        if isinstance(func, ast.Attribute) and func.attr == "add_dependency":
+            base = self.peek(func.value)
+            if isinstance(base, _EnvV):
+                self.state.problems.append(
+                    _Problem(
+                        call.lineno,
+                        f"`{_short(call)}` adds dependencies to {base.draft.label} "
+                        f"{where or 'in an expression static discovery does not follow'}, so its "
+                        "depends_on may be incomplete; call add_dependency at module level or pass "
+                        f"depends_on=[...], {_IMPORT_HINT}",
+                    )
+                )
+            return
         kind = self.env_call_kind(call)
         if kind is None:
             return
@@ -1041,6 +1087,7 @@ def _static(
     index: Mapping[str, _ModuleFile],
     selected: Sequence[_ModuleFile],
     explicit: Sequence[str] | None,
+    skipped: Sequence[_ModuleFile] = (),
 ) -> DiscoveryResult:
     static = _Static(index)
     if explicit is not None:
@@ -1056,9 +1103,34 @@ def _static(
     states = [static.states[n] for n in static.order if n in names]
     drafts = [d for s in states for d in s.drafts]
     problems = [Unresolved(s.file.rel, p.line, p.reason) for s in states if s.file for p in s.problems]
+    problems.extend(_not_imported(index, skipped))
     envs, unresolved = _finish(drafts, problems)
     _check_duplicates(envs, drafts)
     return _result(envs, unresolved, "static")
+
+
+def _not_imported(index: Mapping[str, _ModuleFile], skipped: Sequence[_ModuleFile]) -> list[Unresolved]:
+    """Environments in ``.py`` files that are not imported as modules: they are never deployed.
+
+    A separate analysis, so that what these files do (``env.add_dependency(...)``) cannot change
+    the environments of the modules that are deployed.
+    """
+    if not skipped:
+        return []
+    static = _Static(index)
+    found: list[Unresolved] = []
+    for module in skipped:
+        state = _ModuleState(module.name, module)
+        try:
+            _ModuleRun(static, state).run(_parse(module).body)
+        except DiscoveryError as e:  # not a module: its problems are not the project's
+            log.debug("not reading %s: %s", module.rel, e)
+            continue
+        for draft in state.drafts:
+            found.append(
+                Unresolved(module.rel, draft.line, f"{draft.label} is in a file that {module.skipped}")
+            )
+    return found
 
 
 def _bind_drafts(static: _Static) -> None:
@@ -1215,28 +1287,12 @@ class _ImportDiscovery:
         self.root = root
         self.index = index
 
-    def run(self, selected: Sequence[_ModuleFile], explicit: Sequence[str] | None) -> DiscoveryResult:
+    def run(
+        self, selected: Sequence[_ModuleFile], explicit: Sequence[str] | None, skipped: Sequence[_ModuleFile]
+    ) -> DiscoveryResult:
         if explicit is not None:
-            missing = [
-                _missing_module(self.project, self.root, i, ref)
-                for i, ref in enumerate(explicit)
-                if _parse_ref(ref)[0] not in self.index
-            ]
-            if missing:
-                raise DiscoveryError("\n".join(missing))
-        request = {
-            "root": str(self.root),
-            "modules": [[m.name, str(m.path)] for m in selected],
-            "files": [str(m.path) for m in self.index.values()],
-            "refs": list(explicit) if explicit is not None else None,
-        }
-        answer = self.probe(request)
-        records = answer.get("environments", [])
-        if explicit is not None:
-            chosen = self.check_refs(explicit, answer.get("refs", {}), records)
-            envs, unresolved = self.environments(chosen)
-            _check_duplicates(envs)
-            return _result(envs, unresolved, "import")
+            return self.run_explicit(explicit)
+        answer = self.probe(self.request(selected, None))
         unresolved = [self.failure(f) for f in answer.get("failures", [])]
         if selected and len(unresolved) == len(selected):
             shown = "\n".join(f"  - {u}" for u in unresolved[:10])
@@ -1246,31 +1302,49 @@ class _ImportDiscovery:
                 f"{shown}{more}\nFix the errors (is the project installed in {self.python()}?), "
                 'or set discovery = "static" under [tool.flyte]'
             )
-        envs, more_unresolved = self.environments(records)
+        envs, more_unresolved = self.environments(answer.get("environments", []))
         _check_duplicates(envs)
         # Modules outside ``selected`` imported along the way do not contribute (as in static).
         names, files = {m.name for m in selected}, {m.rel for m in selected}
         envs = [e for e in envs if e.module in names]
         more_unresolved = [u for u in more_unresolved if u.file in files]
+        # Files that are not modules are never imported; read them as static discovery does.
+        more_unresolved.extend(_not_imported(self.index, skipped))
         return _result(envs, unresolved + more_unresolved, "import")
 
-    def check_refs(
-        self, refs: Sequence[str], answers: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
-    ) -> list[Mapping[str, Any]]:
+    def run_explicit(self, refs: Sequence[str]) -> DiscoveryResult:
+        """Import the module of each ``tool.flyte.environments`` entry and check the entry."""
+        present = [ref for ref in refs if _parse_ref(ref)[0] in self.index]
+        answer = self.probe(self.request([], present)) if present else {}
+        records = answer.get("environments", [])
+        found: Mapping[str, Any] = answer.get("refs", {})
         chosen: list[Mapping[str, Any]] = []
         problems: list[str] = []
         for i, ref in enumerate(refs):
-            found = answers.get(ref, {"error": "not checked"})
-            if "error" in found:
+            if ref not in present:
+                problems.append(_missing_module(self.project, self.root, i, ref))
+                continue
+            checked = found.get(ref, {"error": "the probe did not check it"})
+            if "error" in checked:
                 problems.append(
                     f"`tool.flyte.environments[{i}]` = {ref!r} in {_config_source(self.project)}: "
-                    f"{found['error']}; fix the entry or the module"
+                    f"{checked['error']}; fix the entry or the module"
                 )
-            elif records[found["env"]] not in chosen:
-                chosen.append(records[found["env"]])
+            elif records[checked["env"]] not in chosen:
+                chosen.append(records[checked["env"]])
         if problems:
             raise DiscoveryError("\n".join(problems))
-        return chosen
+        envs, unresolved = self.environments(chosen)
+        _check_duplicates(envs)
+        return _result(envs, unresolved, "import")
+
+    def request(self, modules: Sequence[_ModuleFile], refs: Sequence[str] | None) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "modules": [[m.name, str(m.path)] for m in modules],
+            "files": [str(m.path) for m in self.index.values()],
+            "refs": list(refs) if refs is not None else None,
+        }
 
     def relative(self, path: str | None) -> str | None:
         if path is None:

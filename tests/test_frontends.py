@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from flyte_names import flyte_bundle_name
 
 pytestmark = pytest.mark.slow
@@ -182,7 +181,10 @@ def test_editable_install_has_entry_points_and_no_bundle(tmp_path: Path, plugin_
         ],
         cwd=tmp_path,
     )
-    code = "import json; from importlib.metadata import entry_points as e; print(json.dumps({x.name: x.value for x in e(group='flyte.environments')}))"
+    code = (
+        "import json; from importlib.metadata import entry_points as e; "
+        "print(json.dumps({x.name: x.value for x in e(group='flyte.environments')}))"
+    )
     proc = _run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path)
     assert json.loads(proc.stdout) == ML_EPS
     assert not list((project / "dist").glob("fast*.tar.gz")), "an editable build must not write a bundle"
