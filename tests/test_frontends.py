@@ -187,6 +187,28 @@ def test_editable_install_has_entry_points_and_no_bundle(tmp_path: Path, plugin_
     )
     proc = _run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path)
     assert json.loads(proc.stdout) == ML_EPS
+    # hatch_flyte.installed_environments() lists them without importing the project.
+    _run(
+        [
+            str(BIN / "uv"),
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            str(venv / "bin" / "python"),
+            "--no-deps",
+            str(plugin_wheel),
+        ],
+        cwd=tmp_path,
+    )
+    listing = (
+        "import json, sys, hatch_flyte; envs = hatch_flyte.installed_environments(); "
+        "print(json.dumps({'envs': [[e.name, e.module, e.attribute, e.distribution] for e in envs], "
+        "'imported': 'ml_platform' in sys.modules}))"
+    )
+    data = json.loads(_run([str(venv / "bin" / "python"), "-c", listing], cwd=tmp_path).stdout)
+    assert data["imported"] is False
+    assert data["envs"] == sorted([[n, *ref.split(":"), "ml-platform"] for n, ref in ML_EPS.items()])
     assert not list((project / "dist").glob("fast*.tar.gz")), "an editable build must not write a bundle"
 
 
