@@ -137,10 +137,12 @@ class _GzipPipe:
     def _run(self) -> None:
         comp, crc32 = _compressor(self.compression)
         crc = 0
+        ended = False  # the end marker was taken: nothing more will be queued
         try:
             while True:
                 chunk = self._queue.get()
                 if chunk is None:
+                    ended = True
                     break
                 crc = crc32(chunk, crc)
                 self.out.write(comp.compress(chunk))
@@ -148,8 +150,9 @@ class _GzipPipe:
             self.out.write(crc.to_bytes(4, "little") + (self._written & 0xFFFFFFFF).to_bytes(4, "little"))
         except BaseException as e:  # handed to the writing thread
             self._error = e
-            # Keep draining so the producer never blocks on a full queue.
-            while self._queue.get() is not None:
+            # Keep draining so the producer never blocks on a full queue (unless it is done: a
+            # failed final flush must not wait for a second end marker).
+            while not ended and self._queue.get() is not None:
                 pass
 
     def finish(self, name: str) -> int:

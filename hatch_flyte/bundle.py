@@ -167,8 +167,9 @@ def build(root: Path, outdir: Path, options: BundleOptions | None = None) -> Bun
     """Make (or reuse) the bundle of ``root`` in ``outdir``; the file appears atomically."""
     options = options or BundleOptions()
     started = time.perf_counter()
-    outdir = ensure_directory(Path(outdir))
-    selection, flagged = select(root, options, outdir)
+    outdir = Path(outdir).absolute()
+    selection, flagged = select(root, options, outdir)  # bad input fails before anything is created
+    ensure_directory(outdir)
     files = tuple(selection.arcnames)
 
     key = statcache.fingerprint(selection.files) if options.use_cache else None

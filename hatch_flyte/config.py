@@ -46,6 +46,32 @@ class BundleConfig:
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """``[tool.flyte.image]``: the full-build image (code baked in, no fast registration)."""
+
+    backend: str = "docker"
+    #: Base image reference; default: ``python:<X.Y>-slim-bookworm`` for the building Python.
+    base: str | None = None
+    registry: str | None = None
+    #: Repository name; default: the project name.
+    name: str | None = None
+    #: Default: a content-derived tag and the project version.
+    tags: tuple[str, ...] | None = None
+    #: ``linux/amd64`` style; default: the Docker engine's own platform.
+    platform: str | None = None
+    push: bool = False
+    #: Interpreter inside the base image; default: the first of python3/python found in it.
+    python: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = "/root"
+    #: Also copy the bundle's source files to /opt/hatch-flyte/source (not on sys.path), for debugging.
+    source: bool = False
+    extra_packages: tuple[str, ...] = ()
+    #: A pip constraints/requirements file (project-relative) pinning the image's dependencies.
+    constraints: str | None = None
+
+
+@dataclass(frozen=True)
 class FlyteConfig:
     """The whole ``[tool.flyte]`` table, validated. Paths stay as written (project-relative)."""
 
@@ -56,6 +82,7 @@ class FlyteConfig:
     python: str | None = None
     discovery_timeout: float = 300.0
     bundle: BundleConfig = field(default_factory=BundleConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
     #: False when pyproject.toml has no ``[tool.flyte]`` table (all defaults).
     present: bool = False
 
@@ -92,16 +119,23 @@ def parse_config(data: Mapping[str, Any], pyproject: Path) -> FlyteConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(str(pyproject), [f"`tool.flyte` must be a table, got {_kind(raw)}"])
     cfg = checker.table(raw, "tool.flyte", _TOP_KEYS)
-    bundle_raw = raw.get("bundle", {})
-    bundle: dict[str, Any] = {}
-    if isinstance(bundle_raw, Mapping):
-        bundle = checker.table(bundle_raw, "tool.flyte.bundle", _BUNDLE_KEYS)
-    else:
-        checker.problems.append(f"`tool.flyte.bundle` must be a table, got {_kind(bundle_raw)}")
+    sub_tables: dict[str, dict[str, Any]] = {}
+    for name, keys in (("bundle", _BUNDLE_KEYS), ("image", _IMAGE_KEYS)):
+        sub_raw = raw.get(name, {})
+        if isinstance(sub_raw, Mapping):
+            sub_tables[name] = checker.table(sub_raw, f"tool.flyte.{name}", keys)
+        else:
+            checker.problems.append(f"`tool.flyte.{name}` must be a table, got {_kind(sub_raw)}")
     if checker.problems:
         raise ConfigError(str(pyproject), checker.problems)
     cfg.pop("bundle", None)
-    return FlyteConfig(bundle=BundleConfig(**bundle), present=True, **cfg)
+    cfg.pop("image", None)
+    return FlyteConfig(
+        bundle=BundleConfig(**sub_tables["bundle"]),
+        image=ImageConfig(**sub_tables["image"]),
+        present=True,
+        **cfg,
+    )
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -238,6 +272,7 @@ _TOP_KEYS: dict[str, tuple[str, Validator]] = {
     "python": ("python", _Checker.string),
     "discovery-timeout": ("discovery_timeout", _Checker.positive_number),
     "bundle": ("bundle", _table_marker),
+    "image": ("image", _table_marker),
 }
 
 _BUNDLE_KEYS: dict[str, tuple[str, Validator]] = {
@@ -255,3 +290,57 @@ def as_compression(value: str) -> Compression:
     if value not in COMPRESSIONS:
         raise ValueError(value)
     return cast(Compression, value)
+
+
+def _string_table(checker: _Checker, value: Any, key: str) -> Any:
+    if not isinstance(value, Mapping):
+        checker.problems.append(f"`{key}` must be a table of strings, got {_kind(value)}")
+        return value
+    for k, v in value.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)):
+            checker.problems.append(f"`{key}.{k}` is not a valid environment variable name")
+        if not isinstance(v, str):
+            checker.problems.append(f"`{key}.{k}` must be a string, got {_kind(v)}")
+    return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+
+
+def _platform(checker: _Checker, value: Any, key: str) -> Any:
+    if not isinstance(value, str) or not re.fullmatch(r"linux/(amd64|arm64|arm/v7|ppc64le|s390x|386)", value):
+        checker.problems.append(
+            f"`{key}` must be a platform such as 'linux/amd64' or 'linux/arm64', got {_kind(value)}"
+        )
+    return value
+
+
+def _absolute_path(checker: _Checker, value: Any, key: str) -> Any:
+    if not isinstance(value, str) or not value.startswith("/"):
+        checker.problems.append(
+            f"`{key}` must be an absolute path inside the image such as '/root', got {_kind(value)}"
+        )
+    return value
+
+
+def _tag_list(checker: _Checker, value: Any, key: str) -> Any:
+    items = checker.string_list(value, key)
+    if isinstance(items, tuple):
+        for i, item in enumerate(items):
+            if isinstance(item, str) and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", item):
+                checker.problems.append(f"`{key}[{i}]` = {item!r} is not a valid image tag")
+    return items
+
+
+_IMAGE_KEYS: dict[str, tuple[str, Validator]] = {
+    "backend": ("backend", _enum(("docker", "oci"))),
+    "base": ("base", _Checker.string),
+    "registry": ("registry", _Checker.string),
+    "name": ("name", _Checker.string),
+    "tags": ("tags", _tag_list),
+    "platform": ("platform", _platform),
+    "push": ("push", _Checker.boolean),
+    "python": ("python", _Checker.string),
+    "env": ("env", _string_table),
+    "workdir": ("workdir", _absolute_path),
+    "source": ("source", _Checker.boolean),
+    "extra-packages": ("extra_packages", _Checker.string_list),
+    "constraints": ("constraints", _Checker.project_path),
+}

@@ -128,7 +128,8 @@ def _package_at(base: Path, dotted: str) -> Path | None:
 
 
 def _hatch_packages(data: Mapping[str, Any]) -> list[str]:
-    hatch = data.get("tool", {}).get("hatch", {})
+    tool = data.get("tool", {})
+    hatch = tool.get("hatch", {}) if isinstance(tool, Mapping) else {}  # `tool = 3` is valid TOML
     build = hatch.get("build", {}) if isinstance(hatch, Mapping) else {}
     if not isinstance(build, Mapping):
         return []

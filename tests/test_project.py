@@ -1,0 +1,367 @@
+"""The project model (hatch_flyte.project): bundle root and import-package discovery."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hatch_flyte.config import FlyteConfig
+from hatch_flyte.errors import ConfigError, ProjectError
+from hatch_flyte.project import Package, load_project, normalize_name
+
+
+def make(directory: Path, files: dict[str, str], pyproject: str | None = None) -> Path:
+    """Create ``files`` (relative path -> text; a trailing ``/`` makes a directory) under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if pyproject is not None:
+        (directory / "pyproject.toml").write_text(textwrap.dedent(pyproject).lstrip(), encoding="utf-8")
+    for rel, text in files.items():
+        path = directory / rel
+        if rel.endswith("/"):
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return directory
+
+
+NAMED = '[project]\nname = "{name}"\nversion = "1.2.3"\n'
+
+
+def named(name: str, extra: str = "") -> str:
+    return NAMED.format(name=name) + textwrap.dedent(extra)
+
+
+# --- roots ---------------------------------------------------------------------------------------
+
+
+def test_src_layout(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {"src/foo/__init__.py": "", "src/foo/tasks.py": "", "tests/__init__.py": ""})
+    (d / "pyproject.toml").write_text(named("foo"), encoding="utf-8")
+    project = load_project(d)
+    assert project.directory == d
+    assert project.pyproject == d / "pyproject.toml"
+    assert project.has_pyproject
+    assert project.root_dir == d / "src"
+    assert (project.name, project.version) == ("foo", "1.2.3")
+    assert project.config == FlyteConfig()
+    assert project.find_package() == Package("foo", d / "src" / "foo", "src layout")
+    assert project.module_name(d / "src" / "foo" / "tasks.py") == "foo.tasks"
+    assert project.module_name(d / "src" / "foo" / "__init__.py") == "foo"
+
+
+def test_src_layout_skips_non_identifiers_and_non_packages(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {
+            "src/foo/__init__.py": "",
+            "src/my-scripts/__init__.py": "",
+            "src/foo.egg-info/PKG-INFO": "",
+            "src/data/x.csv": "",
+        },
+        named("whatever"),
+    )
+    assert load_project(d).find_package() == Package("foo", d / "src" / "foo", "src layout")
+
+
+def test_flat_layout_single_package(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {
+            "app/__init__.py": "",
+            "app/wf.py": "",
+            "tests/__init__.py": "",
+            "docs/__init__.py": "",
+            "build/__init__.py": "",
+        },
+        named("some-project"),
+    )
+    project = load_project(d)
+    assert project.root_dir == d
+    assert project.find_package() == Package("app", d / "app", "flat layout")
+    assert project.module_name(d / "app" / "wf.py") == "app.wf"
+
+
+def test_flat_layout_by_project_name(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {"my_proj/__init__.py": "", "helpers/__init__.py": ""}, named("My.Proj"))
+    assert load_project(d).find_package() == Package("my_proj", d / "my_proj", "flat layout (project name)")
+
+
+def test_hatch_wheel_packages(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {"src/foo/__init__.py": "", "src/bar/__init__.py": ""},
+        named(
+            "proj",
+            """
+            [tool.hatch.build.targets.wheel]
+            packages = ["src/foo"]
+            """,
+        ),
+    )
+    project = load_project(d)
+    assert project.root_dir == d / "src"
+    assert project.find_package() == Package("foo", d / "src" / "foo", "tool.hatch packages")
+
+
+def test_hatch_build_packages(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {"lib/foo/__init__.py": "", "other/__init__.py": ""},
+        named(
+            "proj",
+            """
+            [tool.hatch.build]
+            packages = ["lib/foo"]
+            """,
+        ),
+    )
+    assert load_project(d).find_package() == Package("foo", d / "lib" / "foo", "tool.hatch packages")
+
+
+def test_hatch_packages_that_do_not_exist_are_reported(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {"README.md": ""},
+        named("proj", '[tool.hatch.build.targets.wheel]\npackages = ["src/missing"]\n'),
+    )
+    with pytest.raises(ProjectError) as info:
+        load_project(d).find_package()
+    assert "tool.hatch.build.targets.wheel.packages = ['src/missing']" in str(info.value)
+
+
+# --- tool.flyte.package --------------------------------------------------------------------------
+
+
+def test_explicit_package_wins_over_detection(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {"src/foo/__init__.py": "", "src/bar/__init__.py": ""},
+        named("proj", '[tool.flyte]\npackage = "bar"\n'),
+    )
+    assert load_project(d).find_package() == Package("bar", d / "src" / "bar", "tool.flyte.package")
+
+
+def test_explicit_dotted_package_and_module(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {"foo/__init__.py": "", "foo/flows/__init__.py": "", "tasks.py": ""},
+        named("proj", '[tool.flyte]\npackage = "foo.flows"\n'),
+    )
+    assert load_project(d).find_package() == Package("foo.flows", d / "foo" / "flows", "tool.flyte.package")
+    (d / "pyproject.toml").write_text(named("proj", '[tool.flyte]\npackage = "tasks"\n'), encoding="utf-8")
+    assert load_project(d).find_package() == Package("tasks", d / "tasks.py", "tool.flyte.package")
+
+
+def test_explicit_package_not_found_lists_where_it_looked(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {"src/foo/__init__.py": ""},
+        named("proj", '[tool.flyte]\npackage = "nope.sub"\n'),
+    )
+    with pytest.raises(ProjectError) as info:
+        load_project(d).find_package()
+    assert str(info.value) == (
+        f"`tool.flyte.package` = 'nope.sub' in {d / 'pyproject.toml'} was not found; looked at: "
+        f"{d / 'src' / 'nope' / 'sub'}, {d / 'nope' / 'sub'}. "
+        "Fix the name or set `tool.flyte.root-dir` to the directory that holds it."
+    )
+
+
+def test_explicit_package_not_found_with_root_dir(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj", {"code/": ""}, named("proj", '[tool.flyte]\npackage = "x"\nroot-dir = "code"\n')
+    )
+    with pytest.raises(ProjectError) as info:
+        load_project(d).find_package()
+    message = str(info.value)
+    for looked in (d / "code" / "x", d / "x", d / "src" / "x"):
+        assert str(looked) in message
+
+
+# --- ambiguous or missing packages ---------------------------------------------------------------
+
+
+def test_several_src_candidates(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {"src/b/__init__.py": "", "src/a/__init__.py": ""}, named("proj"))
+    with pytest.raises(ProjectError) as info:
+        load_project(d).find_package()
+    assert str(info.value) == (
+        f"{d / 'pyproject.toml'}: several packages could be the Flyte package (src/a, src/b); "
+        'set `package = "<name>"` under [tool.flyte] to choose one'
+    )
+
+
+def test_several_flat_candidates(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj", {"one/__init__.py": "", "two/__init__.py": "", "tests/__init__.py": ""}, named("p")
+    )
+    with pytest.raises(ProjectError, match=r"several packages could be the Flyte package \(one, two\)"):
+        load_project(d).find_package()
+
+
+def test_no_package(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {"script.py": "", "tests/__init__.py": ""}, named("proj"))
+    with pytest.raises(ProjectError) as info:
+        load_project(d).find_package()
+    assert str(info.value) == (
+        f"{d / 'pyproject.toml'}: no Python package found; looked at {d / 'src'}/*/__init__.py; "
+        f"{d / 'proj'}/__init__.py; {d}/*/__init__.py. Set `package` (and `root-dir`) under [tool.flyte]."
+    )
+
+
+def test_no_package_without_pyproject_names_the_directory(tmp_path: Path) -> None:
+    d = make(tmp_path / "plain", {"notes.txt": ""})
+    with pytest.raises(ProjectError, match=rf"^{d}: no Python package found; looked at "):
+        load_project(d).find_package()
+
+
+def test_package_outside_root_dir(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {"src/foo/__init__.py": "", "lib/": ""},
+        named("proj", '[tool.flyte]\npackage = "foo"\nroot-dir = "lib"\n'),
+    )
+    project = load_project(d)
+    assert project.root_dir == d / "lib"
+    with pytest.raises(ProjectError) as info:
+        project.find_package()
+    assert str(info.value) == (
+        f"package 'foo' at {d / 'src' / 'foo'} is outside the bundle root {d / 'lib'}, "
+        "so flyte could not import it from the bundle; "
+        "set `tool.flyte.root-dir` to a directory that contains it"
+    )
+
+
+def test_detected_package_outside_root_dir(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {"src/foo/__init__.py": "", "lib/": ""},
+        named("proj", '[tool.flyte]\nroot-dir = "lib"\n'),
+    )
+    with pytest.raises(ProjectError, match="is outside the bundle root"):
+        load_project(d).find_package()
+
+
+def test_root_dir_above_the_package_is_fine(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {"src/foo/__init__.py": ""}, named("proj", '[tool.flyte]\nroot-dir = "."\n'))
+    project = load_project(d)
+    assert project.root_dir == d
+    assert project.find_package() == Package("foo", d / "src" / "foo", "src layout")
+    assert project.module_name(d / "src" / "foo" / "__init__.py") == "src.foo"
+
+
+# --- root-dir problems ---------------------------------------------------------------------------
+
+
+def test_configured_root_dir_missing(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {}, named("proj", '[tool.flyte]\nroot-dir = "code"\n'))
+    with pytest.raises(ConfigError) as info:
+        load_project(d)
+    assert info.value.source == str(d / "pyproject.toml")
+    assert info.value.problems == [
+        f"`tool.flyte.root-dir`: {d / 'code'} does not exist; point it at the directory holding your package"
+    ]
+
+
+def test_configured_root_dir_is_a_file(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {"code": ""}, named("proj", '[tool.flyte]\nroot-dir = "code"\n'))
+    with pytest.raises(ConfigError, match=r"`tool.flyte.root-dir`: .*/code is not a directory"):
+        load_project(d)
+
+
+def test_root_dir_argument_overrides_config_and_is_relative_to_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = make(tmp_path / "proj", {"src/": "", "other/": ""}, named("proj", '[tool.flyte]\nroot-dir = "src"\n'))
+    monkeypatch.chdir(d)
+    assert load_project(d, root_dir="other").root_dir == d / "other"
+    assert load_project(d, root_dir=d / "src").root_dir == d / "src"
+
+
+def test_root_dir_argument_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = make(tmp_path / "proj", {}, named("proj"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ProjectError) as info:
+        load_project(d, root_dir="nowhere")
+    assert str(info.value) == (
+        f"bundle root {tmp_path / 'nowhere'} does not exist; pass an existing directory (--root-dir)"
+    )
+
+
+def test_bad_config_and_bad_toml_propagate(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {}, '[tool.flyte.bundle]\ncompression = "fastest"\n')
+    with pytest.raises(ConfigError, match=r"did you mean 'fast'\?"):
+        load_project(d)
+    (d / "pyproject.toml").write_text("[project\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"malformed TOML: .*line 1, column 9"):
+        load_project(d)
+
+
+# --- directories without pyproject.toml ----------------------------------------------------------
+
+
+def test_directory_without_pyproject_is_its_own_root(tmp_path: Path) -> None:
+    # Even with a src/ directory: without pyproject.toml nothing is configured or guessed.
+    d = make(tmp_path / "plain", {"src/foo/__init__.py": "", "wf.py": ""})
+    project = load_project(d)
+    assert project.pyproject is None
+    assert not project.has_pyproject
+    assert project.root_dir == d
+    assert project.config == FlyteConfig()
+    assert project.config.present is False
+    assert (project.name, project.version) == (None, None)
+    assert project.module_name(d / "wf.py") == "wf"
+
+
+def test_directory_without_pyproject_with_root_dir(tmp_path: Path) -> None:
+    d = make(tmp_path / "plain", {"src/foo/__init__.py": ""})
+    assert load_project(d, root_dir=d / "src").root_dir == d / "src"
+    with pytest.raises(ProjectError, match="does not exist; pass an existing directory"):
+        load_project(d, root_dir=d / "missing")
+
+
+def test_relative_path_is_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make(tmp_path / "plain", {"a.py": ""})
+    monkeypatch.chdir(tmp_path)
+    assert load_project(Path("plain")).directory == tmp_path / "plain"
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError) as info:
+        load_project(tmp_path / "missing")
+    assert str(info.value) == (
+        f"{tmp_path / 'missing'}: no such directory; pass a project directory or a bundle root"
+    )
+
+
+def test_path_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("", encoding="utf-8")
+    with pytest.raises(ProjectError) as info:
+        load_project(tmp_path / "pyproject.toml")
+    assert str(info.value) == (
+        f"{tmp_path / 'pyproject.toml'} is not a directory; pass a project directory or a bundle root"
+    )
+
+
+def test_resolve_path(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {"conf/a.yaml": ""}, named("proj"))
+    assert load_project(d).resolve_path("conf/../conf/a.yaml") == d / "conf" / "a.yaml"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("My-Project", "my_project"), ("a.b_c--d", "a_b_c_d"), ("plain", "plain"), ("X__Y", "x_y")],
+)
+def test_normalize_name(name: str, expected: str) -> None:
+    assert normalize_name(name) == expected
+
+
+def test_tool_that_is_not_a_table(tmp_path: Path) -> None:
+    # Valid TOML; there is no [tool.flyte] nor hatch configuration, detection still runs.
+    d = make(tmp_path / "proj", {"src/foo/__init__.py": ""}, 'tool = 3\n[project]\nname = "x"\n')
+    project = load_project(d)
+    assert project.config == FlyteConfig()
+    assert project.find_package() == Package("foo", d / "src" / "foo", "src layout")
