@@ -172,7 +172,8 @@ def build(root: Path, outdir: Path, options: BundleOptions | None = None) -> Bun
     ensure_directory(outdir)
     files = tuple(selection.arcnames)
 
-    key = statcache.fingerprint(selection.files) if options.use_cache else None
+    use_cache = options.use_cache and statcache.cache_dir() is not None
+    key = statcache.fingerprint(selection.files) if use_cache else None
     cached = statcache.lookup(selection.root, key) if key is not None else None
     if cached is not None:
         target = outdir / bundle_name(cached.digest)
