@@ -192,6 +192,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
         _out(
             f"bundle    {b.path} ({len(b.files)} files, {human_size(b.size)}{', reused' if b.reused else ''})"
         )
+    if result.image is not None:
+        pushed = f", pushed as {result.image.digest}" if result.image.digest else ""
+        _out(f"image     {result.image.ref} ({result.image.id[:19]}{pushed})")
     _out(f"manifest  {result.manifest}")
     return 0
 

@@ -6,6 +6,7 @@ and ``flyte-manifest.json`` (every artifact with its sha256) into the build dire
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,10 +81,12 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             state.update(project=project, analysis=analysis, artifacts={})
         return state["project"], state["analysis"]
 
-    def _record(self, directory: str, kind: str, path: Path, **extra: Any) -> None:
+    def _record(self, directory: str, kind: str, path: Path | None, **extra: Any) -> None:
+        """Remember an artifact and rewrite the manifest so that it lists everything made so far."""
         project, analysis = self._context()
         state = self.__dict__["_flyte_state"]
-        state["artifacts"][kind] = (path, extra)
+        if path is not None:
+            state["artifacts"][kind] = (path, extra)
         bundle = state["artifacts"].get("bundle", (None, {}))[1].get("bundle")
         wheel = state["artifacts"].get("wheel", (None, {}))[0]
         manifest = manifest_for(
@@ -92,6 +95,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             bundle=bundle,
             wheel=wheel,
             artifacts=[artifact_entry(p, k) for k, (p, _) in sorted(state["artifacts"].items())],
+            image=state.get("image"),
             name=self.metadata.name,
             version=self.metadata.version,
         )
@@ -131,7 +135,26 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             return str(bundle.path)
 
     def build_image(self, directory: str, **build_data: Any) -> str:
-        raise BuildError(
-            "the `image` version of the `flyte` target is not available yet in this release of hatch-flyte; "
-            "build `-t flyte:wheel,bundle` and use a prebuilt image with fast registration"
-        )
+        """Build the full-build image from this run's wheel (made aside when not asked for)."""
+        from hatch_flyte.image import build_image
+        from hatch_flyte.pipeline import source_files
+
+        with app_logging(self.app):
+            project, analysis = self._context()
+            state = self.__dict__["_flyte_state"]
+            started = time.perf_counter()
+            with tempfile.TemporaryDirectory(prefix="hatch-flyte-image-") as scratch:
+                wheel = state["artifacts"].get("wheel", (None, {}))[0]
+                if wheel is None:
+                    built = list(
+                        self._wheel_builder().build(directory=scratch, versions=["standard"], clean=False)
+                    )
+                    wheel = Path(built[0])
+                options = BundleOptions.for_project(project)
+                image = build_image(project, wheel, source_files=source_files(project, options, analysis))
+            seconds = time.perf_counter() - started
+            pushed = f", pushed {image.digest}" if image.digest else ""
+            self.app.display_info(f"flyte: image {image.ref} ({image.id[:19]}{pushed}) in {seconds:.1f}s")
+            state["image"] = image.to_json()
+            self._record(directory, "image", None)
+            return image.ref

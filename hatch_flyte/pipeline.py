@@ -5,15 +5,19 @@ analyse (package + environments) -> bundle -> manifest. Nothing here knows about
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hatch_flyte.bundle import Bundle, BundleOptions, build
 from hatch_flyte.discovery import DiscoveryResult, discover
 from hatch_flyte.manifest import make_manifest
 from hatch_flyte.project import Project
+
+if TYPE_CHECKING:
+    from hatch_flyte.image import ImageResult
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class BuildResult:
     manifest: Path
     wheel: Path | None = None
     bundle: Bundle | None = None
+    image: ImageResult | None = None
 
 
 def build_artifacts(
@@ -136,11 +141,6 @@ def build_artifacts(
         raise BuildError(
             f"unknown build target(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TARGETS)}"
         )
-    if "image" in wanted:
-        raise BuildError(
-            "the `image` target is not available yet in this release of hatch-flyte; "
-            "build `-t wheel,bundle` and use a prebuilt image with fast registration"
-        )
     if project.pyproject is None:
         raise BuildError(
             f"{project.directory} has no pyproject.toml; `build` needs a project "
@@ -148,21 +148,49 @@ def build_artifacts(
         )
     analysis = analyse(project)
     outdir = ensure_directory(outdir)
-    wheel = build_wheel(project.directory, outdir, isolation=isolation) if "wheel" in wanted else None
-    bundle = None
-    if "bundle" in wanted:
-        bundle = bundle_for(project, outdir, options or BundleOptions.for_project(project), analysis)
-    artifacts = []
-    if wheel is not None:
-        artifacts.append(artifact_entry(wheel, "wheel"))
-    if bundle is not None:
-        artifacts.append(artifact_entry(bundle.path, "bundle"))
-    version = _wheel_version(wheel) if wheel is not None else None
-    manifest = manifest_for(
-        project, analysis, bundle=bundle, wheel=wheel, artifacts=artifacts, version=version
-    )
-    path = write_manifest(outdir / MANIFEST_NAME, manifest)
-    return BuildResult(analysis=analysis, manifest=path, wheel=wheel, bundle=bundle)
+    options = options or BundleOptions.for_project(project)
+    with tempfile.TemporaryDirectory(prefix="hatch-flyte-build-") as scratch:
+        wheel = None
+        if "wheel" in wanted or "image" in wanted:
+            # The image needs the wheel; when it was not asked for, it is made aside and dropped.
+            wheel_dir = outdir if "wheel" in wanted else Path(scratch)
+            wheel = build_wheel(project.directory, wheel_dir, isolation=isolation)
+        bundle = bundle_for(project, outdir, options, analysis) if "bundle" in wanted else None
+        artifacts = []
+        if wheel is not None and "wheel" in wanted:
+            artifacts.append(artifact_entry(wheel, "wheel"))
+        if bundle is not None:
+            artifacts.append(artifact_entry(bundle.path, "bundle"))
+        version = _wheel_version(wheel) if wheel is not None else None
+        listed_wheel = wheel if "wheel" in wanted else None
+
+        def manifest(image: ImageResult | None = None) -> Path:
+            doc = manifest_for(
+                project, analysis, bundle=bundle, wheel=listed_wheel, artifacts=artifacts, version=version,
+                image=image.to_json() if image is not None else None,
+            )  # fmt: skip
+            return write_manifest(outdir / MANIFEST_NAME, doc)
+
+        # Written before the image is tried: a failed image leaves a manifest that claims no image.
+        path = manifest()
+        image = None
+        if "image" in wanted:
+            from hatch_flyte.image import build_image
+
+            assert wheel is not None
+            image = build_image(project, wheel, source_files=source_files(project, options, analysis))
+            path = manifest(image)
+    return BuildResult(analysis=analysis, manifest=path, wheel=listed_wheel, bundle=bundle, image=image)
+
+
+def source_files(project: Project, options: BundleOptions, analysis: Analysis) -> list[tuple[str, str]]:
+    """The bundle's files as ``(path, arcname)``, for images that also carry the source."""
+    if not project.config.image.source:
+        return []
+    from hatch_flyte.bundle import select
+
+    selection, _ = select(project.root_dir, with_environment_includes(project, options, analysis.discovery))
+    return [(f.path, f.arcname) for f in selection.files]
 
 
 def _wheel_version(wheel: Path) -> str | None:

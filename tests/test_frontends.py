@@ -268,16 +268,28 @@ def test_hatch_build_target_flyte(tmp_path: Path, plugin_wheel: Path) -> None:
     assert [a["kind"] for a in manifest["artifacts"]] == ["bundle"] and manifest["wheel"] is None
 
 
-def test_hatch_build_image_version_is_a_clear_error(tmp_path: Path, plugin_wheel: Path) -> None:
+def test_hatch_build_image_without_engine_keeps_wheel_and_bundle(tmp_path: Path, plugin_wheel: Path) -> None:
     project = copy_project("weather_pipeline", tmp_path, plugin_wheel)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text() + '\n[tool.hatch.build.targets.flyte]\ndependencies = ["docker"]\n'
+    )
+    nowhere = f"unix://{tmp_path}/no-docker.sock"
     proc = _run(
-        [str(BIN / "hatch"), "build", "-t", "flyte:image"],
+        [str(BIN / "hatch"), "build", "-t", "flyte:wheel,bundle,image"],
         cwd=project,
-        env={"HATCH_DATA_DIR": str(tmp_path / ".hatch-data")},
+        env={"HATCH_DATA_DIR": str(tmp_path / ".hatch-data"), "DOCKER_HOST": nowhere},
         ok=False,
     )
     assert proc.returncode != 0
-    assert "not available yet" in proc.stdout + proc.stderr
+    assert f"no Docker engine answered at {nowhere}" in proc.stdout + proc.stderr
+    dist = project / "dist"
+    manifest = json.loads((dist / "flyte-manifest.json").read_text())
+    assert manifest["image"] is None
+    assert sorted(a["kind"] for a in manifest["artifacts"]) == ["bundle", "wheel"]
+    (bundle,) = dist.glob("fast*.tar.gz")
+    assert bundle.name == flyte_bundle_name(project / "src")
+    assert _check_wheel(next(dist.glob("*.whl")), WEATHER_EPS, "weather_pipeline")
 
 
 def test_hatch_build_reproducible(tmp_path: Path, plugin_wheel: Path) -> None:

@@ -1,0 +1,208 @@
+"""Full-build images: the project's wheel and its dependencies baked into an image that runs Flyte tasks.
+
+:func:`build_image` resolves the dependencies on the host into a wheelhouse for the image's Python
+and platform, generates a Dockerfile the classic builder accepts, builds it with no network,
+tags it with a content-derived tag (plus the project version by default) and optionally pushes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+from hatch_flyte.config import ImageConfig
+from hatch_flyte.errors import ImageError
+from hatch_flyte.image.dockerfile import ImagePlan, oci_labels
+from hatch_flyte.image.wheelhouse import (
+    Target,
+    build_wheelhouse,
+    parse_extra_packages,
+    requires_flyte,
+    wheel_requirements,
+)
+from hatch_flyte.project import Project
+
+log = logging.getLogger(__name__)
+DEFAULT_SOURCE_DATE_EPOCH = 315532800  # 1980-01-01, when SOURCE_DATE_EPOCH is not set
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """An image in the engine (and in the registry when pushed)."""
+
+    ref: str
+    id: str
+    tags: tuple[str, ...]
+    platform: str
+    base: str
+    base_digest: str
+    content_tag: str
+    digest: str | None = None
+    backend: str = "docker"
+    dockerfile: str = field(default="", repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "base": self.base,
+            "base_digest": self.base_digest,
+            "digest": self.digest,
+            "id": self.id,
+            "platform": self.platform,
+            "ref": self.ref,
+            "tags": list(self.tags),
+        }
+
+
+def default_base(python: tuple[int, int] | None = None) -> str:
+    major, minor = python or sys.version_info[:2]
+    return f"python:{major}.{minor}-slim-bookworm"
+
+
+def _source_date_epoch() -> int:
+    try:
+        return int(os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_SOURCE_DATE_EPOCH))
+    except ValueError:
+        return DEFAULT_SOURCE_DATE_EPOCH
+
+
+def _git_revision(directory: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _wheel_metadata(wheel: Path) -> dict[str, str]:
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        message = BytesParser().parsebytes(zf.read(name))
+    return {
+        k: str(message.get(k) or "") for k in ("Name", "Version", "Summary", "License-Expression", "License")
+    }
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def repository(project: Project, config: ImageConfig) -> str:
+    name = config.name or project.name or project.directory.name
+    name = name.lower().replace("_", "-")
+    return f"{config.registry.rstrip('/')}/{name}" if config.registry else name
+
+
+def plan_image(
+    project: Project,
+    wheel: Path,
+    config: ImageConfig,
+    base_info: Any,
+    source_files: Sequence[tuple[str, str]] = (),
+) -> ImagePlan:
+    """Everything that makes the image: wheelhouse, labels, Dockerfile inputs."""
+    pyproject = str(project.pyproject or project.directory)
+    target = Target(base_info.python_version, config.platform or base_info.platform)
+    requirements = wheel_requirements(wheel, target) + parse_extra_packages(config.extra_packages, pyproject)
+    if not requires_flyte(requirements):
+        raise ImageError(
+            f"{pyproject}: the project does not depend on flyte, so the image could not run Flyte tasks; add "
+            "`flyte` to [project].dependencies or to `tool.flyte.image.extra-packages`"
+        )
+    constraints = project.resolve_path(config.constraints) if config.constraints else None
+    if constraints is not None and not constraints.is_file():
+        raise ImageError(
+            f"{pyproject}: `tool.flyte.image.constraints` = {config.constraints!r} does not exist"
+        )
+    wheelhouse = build_wheelhouse(requirements, target, constraints)
+    meta = _wheel_metadata(wheel)
+    labels = oci_labels(
+        created_epoch=_source_date_epoch(),
+        version=meta["Version"] or project.version,
+        title=meta["Name"] or project.name,
+        description=meta["Summary"] or None,
+        licenses=meta["License-Expression"] or None,
+        revision=_git_revision(project.directory),
+        base=base_info.ref,
+        base_digest=base_info.digest,
+    )
+    return ImagePlan(
+        base=base_info.ref,
+        base_id=base_info.id,
+        python=base_info.python,
+        platform=target.platform,
+        wheelhouse=wheelhouse,
+        project_wheel=wheel,
+        project_wheel_sha256=_sha256(wheel),
+        env=config.env,
+        workdir=config.workdir,
+        labels=labels,
+        source_files=tuple(source_files) if config.source else (),
+    )
+
+
+def build_image(
+    project: Project,
+    wheel: Path,
+    config: ImageConfig | None = None,
+    *,
+    source_files: Sequence[tuple[str, str]] = (),
+    push: bool | None = None,
+) -> ImageResult:
+    """Build (and with ``push``, push) the project's full-build image from its wheel."""
+    config = config or project.config.image
+    if config.backend != "docker":
+        raise ImageError(
+            f"{project.pyproject}: `tool.flyte.image.backend` = {config.backend!r} is not available yet; "
+            'use backend = "docker"'
+        )
+    from hatch_flyte.image import docker_backend
+
+    client = docker_backend.connect()
+    base_ref = config.base or default_base()
+    base_info = docker_backend.inspect_base(client, base_ref, config.python)
+    if config.platform is None:
+        base_info = _with_platform(base_info, docker_backend.engine_platform(client))
+    plan = plan_image(project, wheel, config, base_info, source_files)
+    content_tag = plan.content_tag()
+    repo = repository(project, config)
+    version = _wheel_metadata(wheel)["Version"] or project.version
+    tags = list(config.tags) if config.tags is not None else [content_tag, *([version] if version else [])]
+    if not tags:
+        raise ImageError(f"{project.pyproject}: `tool.flyte.image.tags` is empty; give at least one tag")
+    ref = f"{repo}:{tags[0]}"
+    log.info("building image %s (%s) from %s", ref, plan.platform, base_ref)
+    image_id = docker_backend.build(client, plan, ref, tags[1:])
+    digest = None
+    if push if push is not None else config.push:
+        for tag in tags:
+            pushed = docker_backend.push(client, f"{repo}:{tag}")
+            digest = digest or pushed
+    return ImageResult(
+        ref=ref,
+        id=image_id,
+        tags=tuple(f"{repo}:{t}" for t in tags),
+        platform=plan.platform,
+        base=base_ref,
+        base_digest=base_info.digest,
+        content_tag=content_tag,
+        digest=digest,
+        dockerfile=plan.dockerfile(ref),
+    )
+
+
+def _with_platform(info: Any, platform: str) -> Any:
+    from dataclasses import replace
+
+    return replace(info, platform=platform)

@@ -1,0 +1,211 @@
+"""The Docker engine backend, through the ``docker`` SDK's low-level API (classic builder, no BuildKit).
+
+Every build and push error arrives in the SDK's stream, not as an exception; each becomes an
+:class:`ImageError` with the engine's or registry's own message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform as host_platform
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hatch_flyte.errors import ImageError
+from hatch_flyte.image.dockerfile import ImagePlan, write_context
+
+log = logging.getLogger(__name__)
+
+_MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def _where() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def connect() -> Any:
+    """A docker client, or a clear error saying where we looked and what to do."""
+    try:
+        import docker
+    except ImportError:
+        raise ImageError(
+            "the image backend `docker` needs the docker SDK: pip install 'hatch-flyte[docker]' "
+            "(or add `docker` to the build environment)"
+        ) from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:
+        raise ImageError(
+            f"no Docker engine answered at {_where()} ({e}). Start Docker, or point DOCKER_HOST at a running "
+            "engine; the wheel and the bundle of this build are written all the same"
+        ) from None
+    return client
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    """The base image as the engine has it."""
+
+    ref: str
+    id: str
+    digest: str
+    python: str
+    python_version: tuple[int, int]
+    platform: str
+
+
+def engine_platform(client: Any) -> str:
+    arch = client.version().get("Arch") or host_platform.machine()
+    return f"linux/{_MACHINE_TO_ARCH.get(arch, arch)}"
+
+
+def inspect_base(client: Any, ref: str, python: str | None) -> BaseInfo:
+    """Find (or pull) the base image and the Python inside it."""
+    import docker.errors
+
+    try:
+        image = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        log.info("pulling base image %s", ref)
+        try:
+            image = client.images.pull(ref)
+        except docker.errors.APIError as e:
+            raise ImageError(
+                f"base image {ref!r} is not in the engine at {_where()} and cannot be pulled: "
+                f"{e.explanation or e}. Fix `tool.flyte.image.base` or pull/load the image first"
+            ) from None
+    digests = image.attrs.get("RepoDigests") or []
+    arch = image.attrs.get("Architecture") or "amd64"
+    candidates = [python] if python else ["python3", "python"]
+    probe = "import sys; print(sys.version_info[0], sys.version_info[1])"
+    errors = []
+    for exe in candidates:
+        try:
+            out = client.containers.run(
+                image.id, [exe, "-c", probe], remove=True, network_disabled=True, entrypoint=[]
+            )
+        except docker.errors.ContainerError as e:
+            errors.append(f"{exe}: {e.stderr.decode(errors='replace').strip() if e.stderr else e}")
+            continue
+        except docker.errors.APIError as e:
+            errors.append(f"{exe}: {e.explanation or e}")
+            continue
+        major, minor = (int(x) for x in out.decode().split())
+        return BaseInfo(
+            ref,
+            image.id,
+            digests[0].split("@", 1)[1] if digests else image.id,
+            exe,
+            (major, minor),
+            f"linux/{arch}",
+        )
+    raise ImageError(
+        f"no Python interpreter found in base image {ref!r} "
+        f"(tried {', '.join(candidates)}: {'; '.join(errors)}); "
+        "set `tool.flyte.image.python` or choose a base image with Python"
+    )
+
+
+def build(client: Any, plan: ImagePlan, ref: str, tags: Iterable[str]) -> str:
+    """Build the image, tag it ``ref`` and each of ``tags``; return the image id."""
+    import docker.errors
+
+    dockerfile = plan.dockerfile(ref)
+    with tempfile.TemporaryFile() as context:
+        write_context(plan, dockerfile, context)
+        context.seek(0)
+        try:
+            stream = client.api.build(
+                fileobj=context, custom_context=True, tag=ref, decode=True, rm=True, forcerm=True,
+                network_mode="none", platform=plan.platform, pull=False, use_config_proxy=False,
+            )  # fmt: skip
+            image_id = _consume_build(stream)
+        except docker.errors.APIError as e:
+            raise ImageError(f"the Docker engine rejected the build: {e.explanation or e}") from None
+    repo, _, _ = ref.rpartition(":")
+    for tag in tags:
+        if f"{repo}:{tag}" != ref:
+            client.api.tag(image_id, repo, tag)
+    arch = client.images.get(image_id).attrs.get("Architecture")
+    want = plan.platform.split("/", 1)[1]
+    if arch and arch != want:
+        raise ImageError(
+            f"the engine built a {arch} image although `platform` is {plan.platform}; the classic builder "
+            "cannot cross-build: build on a matching machine or leave `tool.flyte.image.platform` unset"
+        )
+    return str(image_id)
+
+
+def _consume_build(stream: Iterable[Mapping[str, Any]]) -> str:
+    image_id = None
+    last_lines: list[str] = []
+    for chunk in stream:
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail") or {}
+            message = (detail.get("message") or chunk.get("error") or "").strip()
+            context = "\n".join(last_lines[-15:])
+            raise ImageError(f"the image build failed: {message}" + (f"\n{context}" if context else ""))
+        text = chunk.get("stream")
+        if text:
+            for line in text.rstrip("\n").splitlines():
+                if line.strip():
+                    last_lines.append(line)
+                    log.debug("docker: %s", line)
+                    if line.startswith("Step "):
+                        log.info("docker: %s", line)
+        aux = chunk.get("aux")
+        if isinstance(aux, Mapping) and "ID" in aux:
+            image_id = aux["ID"]
+    if image_id is None:
+        raise ImageError("the Docker engine ended the build without an image id; see the output above")
+    return str(image_id)
+
+
+def registry_auth(registry: str) -> dict[str, str] | None:
+    """Credentials from the environment (``HATCH_FLYTE_REGISTRY_USER``/``_PASSWORD``); else None.
+
+    With None the docker SDK uses the standard Docker config (``~/.docker/config.json``).
+    """
+    user = os.environ.get("HATCH_FLYTE_REGISTRY_USER")
+    password = os.environ.get("HATCH_FLYTE_REGISTRY_PASSWORD")
+    if user and password:
+        return {"username": user, "password": password, "serveraddress": registry}
+    return None
+
+
+def push(client: Any, ref: str) -> str:
+    """Push ``ref``; return the registry's manifest digest. Registry errors become ImageErrors."""
+    repo, _, tag = ref.rpartition(":")
+    registry = repo.split("/", 1)[0]
+    auth = registry_auth(registry)
+    try:
+        stream = client.images.push(repo, tag=tag, stream=True, decode=True, auth_config=auth)
+        digest = None
+        for chunk in stream:
+            if "error" in chunk or "errorDetail" in chunk:
+                detail = chunk.get("errorDetail") or {}
+                message = (detail.get("message") or chunk.get("error") or "").strip()
+                raise ImageError(
+                    f"pushing {ref} failed: {message}. Check that the registry {registry} is up and that "
+                    "credentials are in ~/.docker/config.json (docker login) or "
+                    "HATCH_FLYTE_REGISTRY_USER/_PASSWORD"
+                )
+            aux = chunk.get("aux")
+            if isinstance(aux, Mapping) and aux.get("Digest"):
+                digest = aux["Digest"]
+    except ImageError:
+        raise
+    except Exception as e:
+        raise ImageError(f"pushing {ref} failed: {e}") from None
+    if digest is None:
+        raise ImageError(f"pushing {ref} ended without a digest from the registry")
+    return str(digest)
+
+
+def describe(chunk: Mapping[str, Any]) -> str:
+    return json.dumps(chunk, sort_keys=True)

@@ -1,0 +1,186 @@
+"""The image's dependencies, resolved on the host into a wheelhouse for the image's Python and platform.
+
+The image build then installs from it with ``--no-index`` and no network. Wheelhouses are cached
+by their inputs (requirements, constraints, Python, platform) under the user's cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.parser import BytesParser
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from hatch_flyte.errors import ImageError
+from hatch_flyte.statcache import cache_dir
+
+log = logging.getLogger(__name__)
+REQUIREMENTS = "requirements.txt"
+
+_ARCH_TAGS = {
+    "amd64": ("x86_64", ["manylinux_2_17", "manylinux2014", "manylinux_2_28", "manylinux_2_34", "linux"]),
+    "arm64": ("aarch64", ["manylinux_2_17", "manylinux2014", "manylinux_2_28", "manylinux_2_34", "linux"]),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the wheels must run: the image's Python (major, minor) and platform (``linux/amd64``)."""
+
+    python: tuple[int, int]
+    platform: str
+
+    @property
+    def arch(self) -> str:
+        return self.platform.split("/", 1)[1]
+
+    def marker_environment(self) -> dict[str, str]:
+        machine = _ARCH_TAGS.get(self.arch, (self.arch, []))[0]
+        version = f"{self.python[0]}.{self.python[1]}"
+        return {
+            "python_version": version,
+            "python_full_version": f"{version}.0",
+            "implementation_name": "cpython",
+            "platform_python_implementation": "CPython",
+            "sys_platform": "linux",
+            "os_name": "posix",
+            "platform_system": "Linux",
+            "platform_machine": machine,
+            "extra": "",
+        }
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    """A directory of wheels plus the requirements file the image installs."""
+
+    directory: Path
+    #: ``(file name, sha256)`` of every file, sorted by name.
+    files: tuple[tuple[str, str], ...]
+    pip_wheel: str
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for name, sha in self.files:
+            h.update(f"{name}\0{sha}\n".encode())
+        return h.hexdigest()
+
+
+def wheel_requirements(wheel: Path, target: Target) -> list[Requirement]:
+    """The wheel's ``Requires-Dist`` that apply on ``target`` (markers evaluated, no extras)."""
+    with zipfile.ZipFile(wheel) as zf:
+        meta_name = next((n for n in zf.namelist() if n.endswith(".dist-info/METADATA")), None)
+        if meta_name is None:
+            raise ImageError(f"{wheel} has no .dist-info/METADATA; is it a wheel?")
+        message = BytesParser().parsebytes(zf.read(meta_name))
+    env = target.marker_environment()
+    out = []
+    for raw in message.get_all("Requires-Dist") or []:
+        req = Requirement(raw)
+        if req.marker is None or req.marker.evaluate(env):
+            req.marker = None
+            out.append(req)
+    return out
+
+
+def parse_extra_packages(packages: Sequence[str], where: str) -> list[Requirement]:
+    out = []
+    for i, text in enumerate(packages):
+        try:
+            out.append(Requirement(text))
+        except InvalidRequirement as e:
+            raise ImageError(  # noqa: B904 - the requirement error is in the message
+                f"{where}: `tool.flyte.image.extra-packages[{i}]` = {text!r} is not a requirement: {e}"
+            )
+    return out
+
+
+def requires_flyte(requirements: Sequence[Requirement]) -> bool:
+    return any(canonicalize_name(r.name) == "flyte" for r in requirements)
+
+
+def _platform_args(target: Target) -> list[str]:
+    machine, prefixes = _ARCH_TAGS.get(target.arch, (None, []))
+    if machine is None:
+        raise ImageError(
+            f"platform {target.platform} is not supported for the wheelhouse; use linux/amd64 or linux/arm64"
+        )
+    major, minor = target.python
+    args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", f"{major}.{minor}"]
+    for abi in (f"cp{major}{minor}", "abi3", "none"):
+        args += ["--abi", abi]
+    for prefix in prefixes:
+        args += ["--platform", f"{prefix}_{machine}"]
+    return args
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_wheelhouse(
+    requirements: Sequence[Requirement], target: Target, constraints: Path | None = None
+) -> Wheelhouse:
+    """Download wheels for ``requirements`` (and pip itself) for ``target``, cached by inputs."""
+    lines = [*sorted({str(r) for r in requirements}), "pip"]
+    key = hashlib.sha256()
+    key.update("\n".join(lines).encode())
+    key.update(f"\n{target.python}\n{target.platform}\n".encode())
+    if constraints is not None:
+        key.update(constraints.read_bytes())
+    base = cache_dir()
+    root = (
+        base / "wheelhouses" if base is not None else Path(tempfile.gettempdir()) / "hatch-flyte-wheelhouses"
+    )
+    directory = root / key.hexdigest()[:32]
+    if not (directory / REQUIREMENTS).is_file():
+        _download(lines, target, constraints, directory)
+    files = tuple(sorted((p.name, _sha256(p)) for p in directory.iterdir() if p.is_file()))
+    pip_wheel = next((name for name, _ in files if name.startswith("pip-") and name.endswith(".whl")), None)
+    if pip_wheel is None:
+        raise ImageError(f"the wheelhouse {directory} has no pip wheel; delete it and build again")
+    return Wheelhouse(directory, files, pip_wheel)
+
+
+def _download(lines: list[str], target: Target, constraints: Path | None, directory: Path) -> None:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".wheelhouse-", dir=directory.parent))
+    try:
+        req_file = tmp / REQUIREMENTS
+        req_file.write_text("\n".join(lines) + "\n")
+        cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--dest", str(tmp)]
+        cmd += [*_platform_args(target), "-r", str(req_file)]
+        if constraints is not None:
+            cmd += ["-c", str(constraints)]
+        log.info("resolving the image's dependencies for Python %d.%d on %s", *target.python, target.platform)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
+            raise ImageError(
+                "cannot resolve the image's dependencies into a wheelhouse for Python "
+                f"{target.python[0]}.{target.python[1]} on {target.platform} "
+                f"(every dependency needs a wheel for that platform):\n{tail}"
+            )
+        if directory.exists():
+            shutil.rmtree(tmp)  # another build made it meanwhile
+            return
+        tmp.rename(directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
