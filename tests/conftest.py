@@ -1,0 +1,59 @@
+"""Docker fixtures only (see tests/docker_env.py for how to write a Docker test)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+from docker_env import (
+    AuthRegistry,
+    find_auth_registry,
+    find_base_image,
+    find_registry,
+    make_docker_client,
+)
+
+if TYPE_CHECKING:
+    import docker
+
+DOCKER_FIXTURES = frozenset({"docker_client", "base_image", "registry", "auth_registry"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a Docker fixture ``docker``, so ``-m "not docker"`` leaves it out."""
+    for item in items:
+        if DOCKER_FIXTURES.intersection(getattr(item, "fixturenames", ())) and not any(
+            item.iter_markers("docker")
+        ):
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.fixture
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A ``docker.DockerClient`` for the test engine (skips, or fails when CI=true, without one).
+
+    One per test, so that a ``login()`` in one test does not leak credentials into another."""
+    client = make_docker_client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def base_image(docker_client: docker.DockerClient) -> str:
+    """Name of the offline Python base image, present in the engine."""
+    return find_base_image(docker_client)
+
+
+@pytest.fixture
+def registry() -> str:
+    """``host:port`` of the plain loopback registry (answers ``GET /v2/`` with 200)."""
+    return find_registry()
+
+
+@pytest.fixture
+def auth_registry() -> AuthRegistry:
+    """The loopback registry with htpasswd auth, with working credentials."""
+    return find_auth_registry()
