@@ -46,7 +46,7 @@ FAST_PREFIX = "fast"
 SUFFIX = ".tar.gz"
 _CHUNK = 1 << 20
 _DIRECT = 1 << 16  # writes this large skip the small-write buffer
-_WHOLE = 4 << 20  # files up to this size are read in one call
+_WHOLE = 1 << 20  # files up to this size are read in one call; larger ones in chunks of this size
 _QUEUE_DEPTH = 8
 
 
