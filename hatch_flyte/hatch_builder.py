@@ -6,6 +6,7 @@ and ``flyte-manifest.json`` (every artifact with its sha256) into the build dire
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,9 +51,14 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             patterns.append("fast*.tar.gz")
         if "wheel" in versions:
             patterns.append(f"{self._wheel_builder().artifact_project_id}-*.whl")
+        if "image" in versions:
+            patterns += ["*.oci", "*.oci.tar"]  # the oci backend's layout and docker-load archive
         for pattern in patterns:
             for path in out.glob(pattern):
-                path.unlink()
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
 
     def _wheel_builder(self) -> WheelBuilder:
         return WheelBuilder(
@@ -151,10 +157,15 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                     )
                     wheel = Path(built[0])
                 options = BundleOptions.for_project(project)
-                image = build_image(project, wheel, source_files=source_files(project, options, analysis))
+                image = build_image(
+                    project,
+                    wheel,
+                    source_files=source_files(project, options, analysis),
+                    output_dir=Path(directory),
+                )
             seconds = time.perf_counter() - started
             pushed = f", pushed {image.digest}" if image.digest else ""
             self.app.display_info(f"flyte: image {image.ref} ({image.id[:19]}{pushed}) in {seconds:.1f}s")
             state["image"] = image.to_json()
-            self._record(directory, "image", None)
+            self._record(directory, "image-archive", Path(image.archive) if image.archive else None)
             return image.ref

@@ -178,7 +178,11 @@ def build_artifacts(
             from hatch_flyte.image import build_image
 
             assert wheel is not None
-            image = build_image(project, wheel, source_files=source_files(project, options, analysis))
+            image = build_image(
+                project, wheel, source_files=source_files(project, options, analysis), output_dir=outdir
+            )
+            if image.archive:
+                artifacts.append(artifact_entry(Path(image.archive), "image-archive"))
             path = manifest(image)
     return BuildResult(analysis=analysis, manifest=path, wheel=listed_wheel, bundle=bundle, image=image)
 

@@ -49,9 +49,12 @@ class ImageResult:
     digest: str | None = None
     backend: str = "docker"
     dockerfile: str = field(default="", repr=False)
+    #: The ``docker load`` archive (the oci backend's output), else None.
+    archive: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "archive": self.archive,
             "backend": self.backend,
             "base": self.base,
             "base_digest": self.base_digest,
@@ -159,14 +162,20 @@ def build_image(
     *,
     source_files: Sequence[tuple[str, str]] = (),
     push: bool | None = None,
+    output_dir: Path | None = None,
 ) -> ImageResult:
-    """Build (and with ``push``, push) the project's full-build image from its wheel."""
+    """Build (and with ``push``, push) the project's full-build image from its wheel.
+
+    The ``oci`` backend writes its layout and archive into ``output_dir`` (default: the wheel's directory).
+    """
     config = config or project.config.image
-    if config.backend != "docker":
-        raise ImageError(
-            f"{project.pyproject}: `tool.flyte.image.backend` = {config.backend!r} is not available yet; "
-            'use backend = "docker"'
-        )
+    if config.backend == "oci":
+        from hatch_flyte.image.oci import build_oci_image
+
+        return build_oci_image(
+            project, wheel, config, output_dir or wheel.parent, source_files=source_files,
+            push=push if push is not None else config.push,
+        )  # fmt: skip
     from hatch_flyte.image import docker_backend
 
     client = docker_backend.connect()
@@ -178,6 +187,9 @@ def build_image(
     content_tag = plan.content_tag()
     repo = repository(project, config)
     version = _wheel_metadata(wheel)["Version"] or project.version
+    if version:
+        # A tag allows [A-Za-z0-9_.-] only: a PEP 440 local version (``1.0+g1234``) becomes ``1.0-g1234``.
+        version = version.replace("+", "-")
     tags = list(config.tags) if config.tags is not None else [content_tag, *([version] if version else [])]
     if not tags:
         raise ImageError(f"{project.pyproject}: `tool.flyte.image.tags` is empty; give at least one tag")

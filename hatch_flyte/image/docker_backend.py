@@ -99,7 +99,7 @@ def inspect_base(client: Any, ref: str, python: str | None) -> BaseInfo:
         return BaseInfo(
             ref,
             image.id,
-            digests[0].split("@", 1)[1] if digests else image.id,
+            _repo_digest(ref, digests) or image.id,
             exe,
             (major, minor),
             f"linux/{arch}",
@@ -109,6 +109,31 @@ def inspect_base(client: Any, ref: str, python: str | None) -> BaseInfo:
         f"(tried {', '.join(candidates)}: {'; '.join(errors)}); "
         "set `tool.flyte.image.python` or choose a base image with Python"
     )
+
+
+def _familiar(name: str) -> str:
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def _repo_digest(ref: str, repo_digests: Iterable[str]) -> str | None:
+    """The manifest digest of ``ref`` in its own repository, if the engine knows it.
+
+    Not just any ``RepoDigests`` entry: an image pushed to (or pulled from) another repository as
+    well has that repository's digests too, and which one comes first is not stable.
+    """
+    name, _, digest = ref.partition("@")
+    if digest:
+        return digest
+    head, _, last = name.rpartition("/")
+    repo = _familiar(f"{head}/{last.partition(':')[0]}" if head else last.partition(":")[0])
+    for entry in repo_digests:
+        entry_repo, _, entry_digest = entry.partition("@")
+        if _familiar(entry_repo) == repo and entry_digest:
+            return entry_digest
+    return None
 
 
 def build(client: Any, plan: ImagePlan, ref: str, tags: Iterable[str]) -> str:
@@ -130,7 +155,14 @@ def build(client: Any, plan: ImagePlan, ref: str, tags: Iterable[str]) -> str:
     repo, _, _ = ref.rpartition(":")
     for tag in tags:
         if f"{repo}:{tag}" != ref:
-            client.api.tag(image_id, repo, tag)
+            try:
+                client.api.tag(image_id, repo, tag)
+            except docker.errors.APIError as e:
+                raise ImageError(
+                    f"the Docker engine cannot tag the image {repo}:{tag}: {e.explanation or e}. A tag "
+                    "allows letters, digits, `_`, `.` and `-` (not first), at most 128 characters; fix "
+                    "`tool.flyte.image.tags`"
+                ) from None
     arch = client.images.get(image_id).attrs.get("Architecture")
     want = plan.platform.split("/", 1)[1]
     if arch and arch != want:

@@ -61,23 +61,29 @@ class ImagePlan:
         ]
         if self.env:
             lines.append("ENV " + " ".join(f"{k}={json.dumps(v)}" for k, v in self.env))
-        project_pip = f"{VENV}/bin/python /tmp/project/{self.wheelhouse.pip_wheel}/pip"
+        # Everything that does not depend on the project's code comes before its COPY: the classic
+        # builder's cache is a chain, so each step after the first changed one is rebuilt (and on
+        # storage drivers such as vfs every step, even LABEL or WORKDIR, costs a container).
         lines += [
-            "COPY project/ /tmp/project/",
-            f"RUN {project_pip} install {pip_flags} --no-deps /tmp/project/{self.project_wheel.name} \\",
-            "    && rm -rf /tmp/project",
             f"RUN test -x {VENV}/bin/a0 \\",
             "    || { echo 'hatch-flyte: flyte (its a0 entry point) is not installed in the image' >&2; exit 1; }; \\",
             "    command -v tar >/dev/null \\",
             "    || { echo 'hatch-flyte: the base image has no tar, which flyte needs to extract bundles' >&2; exit 1; }",
+            f"WORKDIR {self.workdir}",
         ]
-        if self.source_files:
-            lines.append(f"COPY source/ {SOURCE_DIR}/")
-        lines.append(f"WORKDIR {self.workdir}")
         if self.labels:
             lines.append(
                 "LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in sorted(self.labels.items()))
             )
+        # pip is in the venv (the wheelhouse's requirements always list it): the project layer holds
+        # the project's files only, not a copy of pip's wheel.
+        lines += [
+            "COPY project/ /tmp/project/",
+            f"RUN {VENV}/bin/python -m pip install {pip_flags} --no-deps /tmp/project/{self.project_wheel.name} \\",
+            "    && rm -rf /tmp/project",
+        ]
+        if self.source_files:
+            lines.append(f"COPY source/ {SOURCE_DIR}/")
         return "\n".join(lines) + "\n"
 
     def content_tag(self) -> str:
@@ -131,7 +137,6 @@ def _entries(plan: ImagePlan, dockerfile: str) -> Iterator[tuple[str, bytes | Pa
     for name, _ in plan.wheelhouse.files:
         yield f"wheelhouse/{name}", plan.wheelhouse.directory / name
     yield f"project/{plan.project_wheel.name}", plan.project_wheel
-    yield f"project/{plan.wheelhouse.pip_wheel}", plan.wheelhouse.directory / plan.wheelhouse.pip_wheel
     for path, name in plan.source_files:
         yield f"source/{name}", Path(path)
 

@@ -1,0 +1,378 @@
+"""Assembling the image: base + venv skeleton + dependency layer + project layer (+ source), written as
+an OCI layout directory and a ``docker load`` archive, and optionally pushed through the registry API.
+
+Everything is built in a temporary directory inside the output directory and renamed into place at
+the end (``<name>.oci/`` and ``<name>.oci.tar``); a failure, a push included, leaves nothing there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform as host_platform
+import shutil
+import tempfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hatch_flyte.config import ImageConfig
+from hatch_flyte.errors import HatchFlyteError, ImageError
+from hatch_flyte.image.dockerfile import IMAGE_ID_ENV, SOURCE_DIR, VENV
+from hatch_flyte.image.oci import layout as L
+from hatch_flyte.image.oci.base import BaseImage, load_base
+from hatch_flyte.image.oci.basepython import find_python
+from hatch_flyte.image.oci.layers import (
+    Entry,
+    Layer,
+    install_wheels,
+    staged_entries,
+    venv_skeleton,
+    write_layer,
+)
+from hatch_flyte.image.oci.layout import OCI_LAYER_GZIP
+from hatch_flyte.image.oci.registry import Registry, credentials_for, parse_reference
+from hatch_flyte.project import Project
+from hatch_flyte.statcache import cache_dir
+
+log = logging.getLogger(__name__)
+_MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+#: The docker backend's PATH (its Dockerfile's ENV), so that both backends give the same environment.
+#: Bumped when the layers hatch-flyte writes change for the same inputs (invalidates cached layers).
+LAYER_FORMAT = "1"
+PATH = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class OciBaseInfo:
+    """What :func:`hatch_flyte.image.plan_image` needs to know of the base (as docker_backend.BaseInfo)."""
+
+    ref: str
+    id: str
+    digest: str
+    python: str
+    python_version: tuple[int, int]
+    platform: str
+
+
+@dataclass(frozen=True)
+class OciImage:
+    ref: str
+    tags: tuple[str, ...]
+    content_tag: str
+    platform: str
+    base: BaseImage
+    config_digest: str
+    manifest_digest: str
+    layout: Path
+    archive: Path
+    pushed: str | None
+
+
+def host_platform_name() -> str:
+    machine = host_platform.machine()
+    return f"linux/{_MACHINE_TO_ARCH.get(machine, machine.lower())}"
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build(
+    project: Project,
+    wheel: Path,
+    config: ImageConfig,
+    output_dir: Path,
+    *,
+    source_files: Sequence[tuple[str, str]] = (),
+    push: bool = False,
+) -> OciImage:
+    from hatch_flyte.atomic import ensure_directory
+    from hatch_flyte.image import (
+        _source_date_epoch,
+        _wheel_metadata,
+        default_base,
+        plan_image,
+        repository,
+    )
+
+    try:
+        output_dir = ensure_directory(output_dir).resolve()
+    except HatchFlyteError as e:
+        raise ImageError(str(e)) from None
+    epoch = _source_date_epoch()
+    platform = config.platform or host_platform_name()
+    base_ref = config.base or default_base()
+    repo = repository(project, config)
+    target = parse_reference(f"{repo}:x")
+    push_registry = target.registry
+    if push:  # fail before the slow part when the registry is down or refuses the credentials
+        registry = Registry(target.registry, credentials_for(target.registry, use_env=True))
+        registry.blob_exists(target.repository, L.sha256_digest(b""))
+    try:
+        work = Path(tempfile.mkdtemp(prefix=".hatch-flyte-oci-", dir=output_dir))
+    except OSError as e:
+        raise ImageError(
+            f"cannot write into {output_dir}: {e.strerror}; choose another output directory"
+        ) from None
+    try:
+        layout_dir = work / "layout"
+        store = L.BlobStore(layout_dir)
+        log.info("reading base image %s (%s)", base_ref, platform)
+        base = load_base(base_ref, platform, store, push_registry)
+        base_python = find_python([store.path(d.digest) for d in base.layers], config.python, base_ref)
+        if not base_python.has_tar:
+            raise ImageError(
+                f"the base image {base_ref} has no tar, which flyte needs to extract bundles; "
+                "choose a base image with tar"
+            )
+        info = OciBaseInfo(
+            base_ref,
+            base.config_digest,
+            base.manifest_digest,
+            base_python.interpreter,
+            base_python.version,
+            platform,
+        )
+        plan = plan_image(project, wheel, config, info, source_files)
+        content_tag = plan.content_tag()
+        version = (_wheel_metadata(wheel)["Version"] or project.version or "").replace("+", "-")
+        tags = (
+            list(config.tags) if config.tags is not None else [content_tag, *([version] if version else [])]
+        )
+        if not tags:
+            raise ImageError(f"{project.pyproject}: `tool.flyte.image.tags` is empty; give at least one tag")
+        ref = f"{repo}:{tags[0]}"
+        log.info("building image %s (%s) from %s without a daemon", ref, platform, base_ref)
+        layers = _layers(plan, base_python.interpreter, base_python.version, store, epoch, work)
+        config_doc = _config(base, plan, layers, ref, epoch, platform)
+        config_digest = store.put_bytes(L.canonical_json(config_doc))
+        manifest_doc = {
+            "schemaVersion": 2,
+            "mediaType": L.OCI_MANIFEST,
+            "config": L.Descriptor(
+                L.OCI_CONFIG, config_digest, store.path(config_digest).stat().st_size
+            ).to_json(),
+            "layers": [d.to_json() for d in (*base.layers, *(layer.descriptor for layer in layers))],
+            "annotations": {
+                "org.opencontainers.image.base.name": base_ref,
+                "org.opencontainers.image.base.digest": base.manifest_digest,
+            },
+        }
+        manifest = L.canonical_json(manifest_doc)
+        manifest_digest = store.put_bytes(manifest)
+        full_tags = tuple(f"{repo}:{t}" for t in tags)
+        L.write_layout_files(
+            layout_dir,
+            [
+                L.Descriptor(
+                    L.OCI_MANIFEST,
+                    manifest_digest,
+                    len(manifest),
+                    {L.REF_NAME: t, "io.containerd.image.name": f"{repo}:{t}"},
+                )
+                for t in tags
+            ],
+        )
+        archive_tmp = work / "image.tar"
+        docker_manifest = [
+            {
+                "Config": f"blobs/sha256/{config_digest[7:]}",
+                "RepoTags": list(full_tags),
+                "Layers": [
+                    f"blobs/sha256/{d.digest[7:]}" for d in (*base.layers, *(x.descriptor for x in layers))
+                ],
+            }
+        ]
+        with archive_tmp.open("wb") as out:
+            L.write_docker_archive(layout_dir, out, docker_manifest, epoch)
+        pushed = None
+        if push:
+            pushed = push_layout(store, manifest, manifest_digest, repo, tags, base)
+        name = repo.rsplit("/", 1)[-1]
+        layout_out, archive_out = output_dir / f"{name}.oci", output_dir / f"{name}.oci.tar"
+        _publish(layout_dir, layout_out, work)
+        archive_tmp.replace(archive_out)
+        log.info("image %s: %s (layout %s, archive %s)", ref, manifest_digest, layout_out, archive_out)
+        return OciImage(ref, full_tags, content_tag, platform, base, config_digest, manifest_digest,
+                        layout_out, archive_out, pushed)  # fmt: skip
+    except OSError as e:
+        raise ImageError(
+            f"writing the image into {output_dir} failed: {e.strerror or e} ({e.filename or ''}); free some "
+            "space or choose another output directory"
+        ) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _publish(new: Path, target: Path, work: Path) -> None:
+    """Replace the directory ``target`` by ``new`` (the old one is moved aside first, then deleted)."""
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
+        target.rename(work / "old-layout")
+    new.rename(target)
+
+
+def _layers(
+    plan: Any, python: str, version: tuple[int, int], store: L.BlobStore, epoch: int, work: Path
+) -> list[Layer]:
+    layers = [
+        write_layer(venv_skeleton(python, version), store, epoch, f"hatch-flyte: venv {VENV} for {python}")
+    ]
+    layers.append(_dependency_layer(plan, version, store, epoch, work))
+    project_stage = work / "project"
+    install_wheels([plan.project_wheel], project_stage, version)
+    layers.append(
+        write_layer(staged_entries(project_stage), store, epoch, f"hatch-flyte: {plan.project_wheel.name}")
+    )
+    shutil.rmtree(project_stage)
+    if plan.source_files:
+        entries = [Entry(f"{SOURCE_DIR}/{name}", "file", Path(path)) for path, name in plan.source_files]
+        layers.append(write_layer(entries, store, epoch, f"hatch-flyte: source in {SOURCE_DIR}"))
+    return layers
+
+
+def _config(
+    base: BaseImage, plan: Any, layers: list[Layer], ref: str, epoch: int, platform: str
+) -> dict[str, Any]:
+    doc = {
+        k: v for k, v in base.config.items() if k not in ("container", "container_config", "docker_version")
+    }
+    os_name, _, rest = platform.partition("/")
+    arch, _, variant = rest.partition("/")
+    doc["os"], doc["architecture"] = os_name, arch
+    if variant:
+        doc["variant"] = variant
+    created = _iso(epoch)
+    doc["created"] = created
+    cfg = dict(doc.get("config") or {})
+    env: dict[str, str] = {}
+    for item in cfg.get("Env") or []:
+        key, _, value = str(item).partition("=")
+        env[key] = value
+    env["VIRTUAL_ENV"] = VENV
+    env["PATH"] = PATH
+    for key, value in plan.env:
+        env[key] = value
+    env[IMAGE_ID_ENV] = ref
+    cfg["Env"] = [f"{k}={v}" for k, v in env.items()]
+    cfg["WorkingDir"] = plan.workdir
+    cfg["Labels"] = {**(cfg.get("Labels") or {}), **plan.labels}
+    doc["config"] = cfg
+    rootfs = dict(doc.get("rootfs") or {})
+    rootfs["type"] = "layers"
+    rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), *(layer.diff_id for layer in layers)]
+    doc["rootfs"] = rootfs
+    history = list(doc.get("history") or [])
+    history += [{"created": created, "created_by": layer.comment} for layer in layers]
+    history.append(
+        {
+            "created": created,
+            "created_by": f"hatch-flyte: env, workdir {plan.workdir}, labels",
+            "empty_layer": True,
+        }
+    )
+    doc["history"] = history
+    return doc
+
+
+def push_layout(
+    store: L.BlobStore, manifest: bytes, manifest_digest: str, repo: str, tags: Sequence[str], base: BaseImage
+) -> str:
+    """Push blobs (skipping those already there, mounting base layers from the base's repository of the
+    same registry) and the manifest under each tag; return the registry's digest."""
+    target = parse_reference(f"{repo}:{tags[0]}")
+    registry = Registry(target.registry, credentials_for(target.registry, use_env=True))
+    doc = L.read_json(manifest, "the manifest")
+    base_digests = {d.digest for d in base.layers} | {base.config_digest}
+    mount_from = (
+        base.registry.repository if base.registry and base.registry.registry == target.registry else None
+    )
+    blobs = [str(doc["config"]["digest"]), *(str(d["digest"]) for d in doc["layers"])]
+    uploaded = mounted = skipped = 0
+    for digest in blobs:
+        if registry.blob_exists(target.repository, digest):
+            skipped += 1
+            continue
+        if (
+            mount_from
+            and digest in base_digests
+            and registry.mount_blob(target.repository, digest, mount_from)
+        ):
+            mounted += 1
+            continue
+        log.info("pushing %s to %s/%s", digest[:19], target.registry, target.repository)
+        registry.upload_blob(target.repository, digest, store.path(digest))
+        uploaded += 1
+    pushed = ""
+    for tag in tags:
+        pushed = registry.put_manifest(target.repository, tag, manifest, L.OCI_MANIFEST)
+        if pushed != manifest_digest:
+            raise ImageError(
+                f"the registry {target.registry} stored {target.repository}:{tag} as {pushed}, not "
+                f"{manifest_digest}: it rewrote the manifest, so the image is not the one built. Use a "
+                "registry that keeps OCI manifests as they are"
+            )
+    log.info("pushed %s (%d blobs uploaded, %d mounted, %d already there)", repo, uploaded, mounted, skipped)
+    return pushed
+
+
+def _dependency_layer(
+    plan: Any, version: tuple[int, int], store: L.BlobStore, epoch: int, work: Path
+) -> Layer:
+    """The wheelhouse installed into the venv; cached by its inputs (the slow part: ~100 MB of gzip)."""
+    import installer
+
+    key = hashlib.sha256(
+        L.canonical_json(
+            [
+                LAYER_FORMAT,
+                plan.wheelhouse.digest,
+                list(version),
+                epoch,
+                VENV,
+                installer.__version__,
+                zlib.ZLIB_RUNTIME_VERSION,
+            ]
+        )
+    ).hexdigest()[:32]
+    cache = cache_dir()
+    record = cache / "oci-layers" / f"{key}.json" if cache is not None else None
+    blobs = cache / "oci-blobs" / "sha256" if cache is not None else None
+    if record is not None and blobs is not None and record.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            doc = json.loads(record.read_text())
+            blob = blobs / str(doc["digest"])[7:]
+            if blob.is_file() and L.verify_file(blob, doc["digest"]):
+                store.put_file(blob, doc["digest"])
+                log.info("dependency layer %s from the cache", str(doc["digest"])[:19])
+                descriptor = L.Descriptor(OCI_LAYER_GZIP, doc["digest"], int(doc["size"]))
+                return Layer(descriptor, str(doc["diff_id"]), str(doc["comment"]))
+    stage = work / "deps"
+    wheels = sorted(plan.wheelhouse.directory / n for n, _ in plan.wheelhouse.files if n.endswith(".whl"))
+    install_wheels(wheels, stage, version)
+    if not (stage / VENV.lstrip("/") / "bin" / "a0").is_file():
+        raise ImageError("hatch-flyte: flyte (its a0 entry point) is not installed in the image; "
+                         "add `flyte` to the project's dependencies")  # fmt: skip
+    layer = write_layer(
+        staged_entries(stage), store, epoch, f"hatch-flyte: dependencies ({len(wheels)} wheels)"
+    )
+    shutil.rmtree(stage)
+    if record is not None and blobs is not None:
+        with contextlib.suppress(OSError):  # the cache is an optimization only
+            blobs.mkdir(parents=True, exist_ok=True)
+            record.parent.mkdir(parents=True, exist_ok=True)
+            L.BlobStore.link_or_copy(store.path(layer.descriptor.digest), blobs / layer.descriptor.digest[7:])
+            doc = {"digest": layer.descriptor.digest, "size": layer.descriptor.size, "diff_id": layer.diff_id,
+                   "comment": layer.comment}  # fmt: skip
+            tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(L.canonical_json(doc))
+            tmp.replace(record)
+    return layer
