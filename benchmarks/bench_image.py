@@ -1,0 +1,437 @@
+"""Image benchmark: the first full-build image of a project against a code-only rebuild, in one run.
+
+Each build is ``hatch-flyte build COPY -t wheel,bundle,image --no-isolation`` in a fresh process (what
+a user runs), on a copy of an example project under ``--workdir``, timed by this script:
+
+1. **first build**: the engine's build cache is cold for the project. Images of earlier runs of this
+   benchmark are removed (its repository's tags, then the dangling dependency-stage images and the
+   other untagged images built on its bases), and the project is built on a *fresh* base: a copy of
+   the base image under a new id (``FROM base`` + a label), so no cache entry of any other image on
+   this engine (the tests', a user's) can serve a step. The build log must show no cache hit, or the
+   result says so. The dependency wheelhouse is warmed beforehand (downloaded once per machine,
+   cached by its inputs under ``HATCH_FLYTE_CACHE_DIR``) and not measured: the report says whether
+   it was already warm.
+2. an unchanged rebuild (for information);
+3. **code-only rebuilds**: one task module's body changes before each; the median counts.
+
+Target: the code-only rebuild is at least 5x faster than the first build (PASS/FAIL; ``--check``
+exits 1 on FAIL). The engine, the base image and the storage driver set the scale: on the ``vfs``
+driver of the test environment every build step copies the whole root filesystem.
+
+    python benchmarks/bench_image.py [--project weather_pipeline] [--base IMAGE] [--repeat 3]
+                                     [--json FILE] [--check] [--keep] [--workdir DIR]
+
+Needs a Docker engine (``DOCKER_HOST``) and a base image with Python; ``--base`` defaults to
+``HATCH_FLYTE_TEST_BASE_IMAGE`` from the environment or ``.ci/.docker-env`` (see tests/docker_env.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+EXAMPLES = REPO / "example_projects"
+ENV_FILE = REPO / ".ci" / ".docker-env"
+DEFAULT_WORKDIR = HERE / ".work" / "image"
+BIN = Path(sys.executable).parent
+TARGET_RATIO = 5.0
+EPOCH = "1700000000"
+#: Every image this benchmark builds carries this label (through its base) or this repository.
+BENCH_LABEL = "io.github.hatch-flyte.bench"
+BENCH_BASE_REPO = "hatch-flyte-bench/base"
+BENCH_REPO_PREFIX = "hatch-flyte-bench/"
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
+}
+#: The task module whose body changes, and the change (``{n}`` numbers each rebuild).
+CHANGES = {
+    "weather_pipeline": (
+        "src/weather_pipeline/tasks.py",
+        r'return "[^"]*"\.join\(',
+        'return " |{n}| ".join(',
+    ),
+}
+
+
+# --- environment ---------------------------------------------------------------------------------
+
+
+def setting(name: str) -> str | None:
+    """``name`` from the environment, else from ``.ci/.docker-env`` (KEY=VALUE lines)."""
+    if os.environ.get(name):
+        return os.environ[name]
+    try:
+        for line in ENV_FILE.read_text().splitlines():
+            key, sep, value = line.strip().partition("=")
+            if sep and key.strip() == name and not key.startswith("#"):
+                return value.strip() or None
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def connect() -> Any:
+    import docker
+
+    host = setting("DOCKER_HOST")
+    client = docker.DockerClient(base_url=host) if host else docker.from_env()
+    client.ping()
+    return client
+
+
+# --- engine housekeeping -------------------------------------------------------------------------
+
+
+def descendants(client: Any, roots: set[str]) -> list[str]:
+    """Ids of the images built on ``roots`` (roots included), children before parents."""
+    children: dict[str, list[str]] = {}
+    for image in client.images.list(all=True):
+        parent = image.attrs.get("Parent") or ""
+        if parent:
+            children.setdefault(parent, []).append(image.id)
+    order: list[str] = []
+    depth: dict[str, int] = {}
+    stack = [(root, 0) for root in roots]
+    while stack:
+        image_id, d = stack.pop()
+        if depth.get(image_id, -1) >= d:
+            continue
+        depth[image_id] = d
+        order.append(image_id)
+        stack.extend((child, d + 1) for child in children.get(image_id, ()))
+    return sorted(set(order), key=lambda i: -depth[i])
+
+
+def remove(client: Any, image_ids: list[str]) -> int:
+    import docker.errors
+
+    removed = 0
+    for image_id in image_ids:
+        try:
+            client.images.remove(image_id, force=True)
+            removed += 1
+        except docker.errors.NotFound:
+            pass  # went with a child (untagged parents are pruned with it)
+        except docker.errors.APIError as e:
+            print(f"  note: could not remove {image_id[:19]}: {e.explanation or e}")
+    return removed
+
+
+def clear_bench_images(client: Any, repo: str | None = None) -> int:
+    """Remove what earlier runs left: the project's tags, then everything built on a bench base."""
+    removed = 0
+    if repo is not None:
+        removed += remove(client, [image.id for image in client.images.list(name=repo)])
+    bases = {image.id for image in client.images.list(all=True, filters={"label": BENCH_LABEL})}
+    bases |= {image.id for image in client.images.list(name=BENCH_BASE_REPO)}
+    removed += remove(client, descendants(client, bases))
+    return removed
+
+
+def fresh_base(client: Any, base: str, run_id: str) -> str:
+    """``base`` under a new image id, so that no build cache entry of another image applies."""
+    import io
+    import tarfile
+
+    dockerfile = f'FROM {base}\nLABEL {BENCH_LABEL}="{run_id}"\n'.encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    context.seek(0)
+    tag = f"{BENCH_BASE_REPO}:{run_id}"
+    stream = client.api.build(
+        fileobj=context, custom_context=True, tag=tag, decode=True, rm=True, forcerm=True,
+        network_mode="none", pull=False, use_config_proxy=False,
+    )  # fmt: skip
+    for chunk in stream:
+        if "error" in chunk:
+            raise SystemExit(f"cannot derive the bench base from {base}: {chunk['error']}")
+    return tag
+
+
+# --- the project copy ----------------------------------------------------------------------------
+
+
+def prepare_project(name: str, workdir: Path, base: str, repo: str) -> Path:
+    target = workdir / name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(
+        EXAMPLES / name, target, ignore=shutil.ignore_patterns("dist", "build", "*.egg-info", "__pycache__")
+    )
+    with (target / "pyproject.toml").open("a") as f:
+        f.write(f'\n[tool.flyte.image]\nbase = "{base}"\nname = "{repo}"\n')
+    # Its own git repository, as a real project is (and as the bundle needs: inside this checkout,
+    # whose .gitignore excludes the work directory, git would report every file as ignored).
+    git_env = {**os.environ, **GIT_ENV}
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "bench"]):
+        subprocess.run(["git", *cmd], cwd=target, env=git_env, check=True, capture_output=True)
+    return target
+
+
+def change_code(project: Path, n: int) -> None:
+    rel, pattern, new = CHANGES[project.name]
+    path = project / rel
+    text, count = re.subn(pattern, new.format(n=n), path.read_text(), count=1)
+    if not count:
+        raise SystemExit(f"{path}: {pattern!r} not found; cannot make a code-only change")
+    path.write_text(text)
+
+
+def warm_wheelhouse(project_dir: Path, base: str) -> dict[str, Any]:
+    """Resolve the image's wheelhouse now (downloading it if needed), outside the measurements."""
+    from hatch_flyte.image import docker_backend as backend
+    from hatch_flyte.image import plan_image
+    from hatch_flyte.project import load_project
+    from hatch_flyte.wheel import build_wheel
+
+    project = load_project(project_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = build_wheel(project_dir, Path(tmp), isolation=False)
+        client = backend.connect()
+        info = backend.inspect_base(client, base, project.config.image.python)
+        info = replace(info, platform=project.config.image.platform or backend.engine_platform(client))
+        started, wall = time.perf_counter(), time.time()
+        plan = plan_image(project, wheel, project.config.image, info)
+        seconds = time.perf_counter() - started
+        client.close()
+    directory = plan.wheelhouse.directory
+    # A wheelhouse is renamed into place when complete: one older than this call was already cached.
+    was_warm = directory.stat().st_mtime < wall
+    size = sum((directory / n).stat().st_size for n, _ in plan.wheelhouse.files)
+    return {
+        "directory": str(directory),
+        "files": len(plan.wheelhouse.files),
+        "mib": size / (1 << 20),
+        "was_warm": was_warm,
+        "seconds": seconds,
+    }
+
+
+# --- one build -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    label: str
+    total_s: float
+    before_engine_s: float
+    engine_s: float
+    #: Build steps other than FROM: executed, and served from the engine's cache.
+    executed: int
+    cached: int
+    ref: str
+    image_id: str
+    step_seconds: list[tuple[str, float]] = field(default_factory=list)
+
+
+def build(project: Path, label: str, env: dict[str, str]) -> Run:
+    cmd = [str(BIN / "hatch-flyte"), "build", str(project), "-t", "wheel,bundle,image"]
+    cmd += ["--no-isolation", "--json", "-vv"]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, cwd=project.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    engine_start = None
+    executed = cached = 0
+    current = ""
+    step_times: list[tuple[str, float]] = []
+    log: list[str] = []
+    for line in proc.stderr:
+        now = time.monotonic() - started
+        log.append(line)
+        if engine_start is None and line.startswith("info: building image "):
+            engine_start = now
+        m = re.match(r"info: docker: Step (\d+)/\d+ : (\S+)", line)
+        if m:
+            current = m.group(2)
+            executed += current != "FROM"
+            step_times.append((f"{m.group(1)} {current}", now))
+        if "---> Using cache" in line and current != "FROM":
+            executed -= 1
+            cached += 1
+    stdout = proc.stdout.read()
+    code = proc.wait()
+    total = time.monotonic() - started
+    if code != 0:
+        sys.stderr.write("".join(log[-40:]))
+        raise SystemExit(f"{label}: hatch-flyte build failed ({code})")
+    image = json.loads(stdout)["image"]
+    # Seconds per step: from its "Step" line to the next one (the last one to the process end).
+    marks = [*step_times, ("end", total)]
+    per_step = [(marks[i][0], marks[i + 1][1] - marks[i][1]) for i in range(len(step_times))]
+    start = engine_start if engine_start is not None else total
+    return Run(label, total, start, total - start, executed, cached, image["ref"], image["id"], per_step)
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def engine_facts(client: Any) -> str:
+    info = client.info()
+    return (
+        f"Docker {info.get('ServerVersion')} ({info.get('Driver')} storage), {info.get('NCPU')} CPUs, "
+        f"{info.get('MemTotal', 0) / (1 << 30):.0f} GiB"
+    )
+
+
+def row(run: Run) -> str:
+    return (
+        f"{run.label:<28}{run.total_s:>9.1f}{run.before_engine_s:>10.1f}{run.engine_s:>10.1f}"
+        f"{run.executed:>8d}{run.cached:>8d}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", default="weather_pipeline", choices=sorted(CHANGES))
+    parser.add_argument("--base", default=None, help="base image (default: HATCH_FLYTE_TEST_BASE_IMAGE)")
+    parser.add_argument("--repeat", type=int, default=3, help="code-only rebuilds (median taken)")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--json", type=Path, help="write the results as JSON")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument("--keep", action="store_true", help="keep the images (default: remove them)")
+    args = parser.parse_args(argv)
+
+    base = args.base or setting("HATCH_FLYTE_TEST_BASE_IMAGE")
+    if not base:
+        raise SystemExit("no base image: pass --base or set HATCH_FLYTE_TEST_BASE_IMAGE (.ci/docker-env.sh)")
+    docker_host = setting("DOCKER_HOST")
+    env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+        os.environ["DOCKER_HOST"] = docker_host  # for the in-process wheelhouse warm-up
+    os.environ["SOURCE_DATE_EPOCH"] = EPOCH
+    client = connect()
+    run_id = uuid.uuid4().hex[:12]
+    repo = f"{BENCH_REPO_PREFIX}{args.project.replace('_', '-')}"
+    workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    print(f"hatch-flyte image benchmark: {args.project} on {base}")
+    print(
+        f"engine: {engine_facts(client)}; Python {platform.python_version()}; load {os.getloadavg()[0]:.2f}"
+    )
+    removed = clear_bench_images(client, repo)
+    print(f"engine cache: removed {removed} image(s) left by earlier runs of this benchmark")
+    bench_base = fresh_base(client, base, run_id)
+    base_id = client.images.get(bench_base).id
+    print(f"engine cache: cold for this run: fresh base {bench_base} (id {base_id[:19]})")
+    project = prepare_project(args.project, workdir, bench_base, repo)
+
+    warm = warm_wheelhouse(project, bench_base)
+    state = (
+        "warm (already cached)" if warm["was_warm"] else f"was cold: downloaded now in {warm['seconds']:.1f}s"
+    )
+    print(f"wheelhouse: {state}, not measured: {warm['files']} files, {warm['mib']:.1f} MiB")
+    print(f"  in {warm['directory']}")
+
+    runs: list[Run] = []
+    try:
+        first = build(project, "first build (cold cache)", env)
+        runs.append(first)
+        runs.append(build(project, "unchanged rebuild", env))
+        code_only = []
+        for n in range(1, args.repeat + 1):
+            change_code(project, n)
+            time.sleep(0.05)
+            code_only.append(build(project, f"code-only rebuild #{n}", env))
+        runs += code_only
+
+        print()
+        print(f"{'build':<28}{'total s':>9}{'before s':>10}{'engine s':>10}{'run':>8}{'cached':>8}")
+        for run in runs:
+            print(row(run))
+        median = statistics.median(r.total_s for r in code_only)
+        ratio = first.total_s / median
+        print(f"{'code-only rebuild (median)':<28}{median:>9.1f}")
+        print()
+        print("before s: wheel, bundle, base probe, wheelhouse hashing; engine s: the engine's build and")
+        print("tagging; run/cached: build steps (FROM aside) executed / served from the engine's cache.")
+        print("seconds per step, first build:")
+        print("  " + ", ".join(f"{name} {s:.1f}" for name, s in first.step_seconds))
+        print(f"seconds per step, {code_only[-1].label}:")
+        print("  " + ", ".join(f"{name} {s:.1f}" for name, s in code_only[-1].step_seconds))
+
+        checks = []
+        if first.cached:
+            checks.append(f"WARN: the first build used the cache for {first.cached} step(s): not cold")
+        if runs[1].executed or runs[1].image_id != first.image_id:
+            checks.append("FAIL: the unchanged rebuild did not reuse the first build's image")
+        old_layers = client.images.get(first.image_id).attrs["RootFS"]["Layers"]
+        new_layers = client.images.get(code_only[-1].image_id).attrs["RootFS"]["Layers"]
+        pairs = zip(old_layers, new_layers, strict=False)
+        shared = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(old_layers), len(new_layers)))
+        print(
+            f"layers: code-only rebuild shares {shared} of {len(new_layers)} layers with the first build "
+            f"(the project's own {len(new_layers) - shared} differ)"
+        )
+        fewest = min(r.executed for r in code_only)
+        for r in code_only:
+            if r.executed > fewest:
+                checks.append(
+                    f"WARN: {r.label} executed {r.executed} steps, not {fewest}: cached images went away "
+                    "meanwhile (another process on this engine?)"
+                )
+        if len({r.ref for r in code_only} | {first.ref}) != len(code_only) + 1:
+            checks.append("FAIL: a code-only change did not change the content tag")
+        for line in checks:
+            print(line)
+        verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
+        print()
+        print(
+            f"first build {first.total_s:.1f}s / code-only rebuild {median:.1f}s (median of "
+            f"{len(code_only)}) = {ratio:.1f}x; target >= {TARGET_RATIO:.0f}x: {verdict}"
+        )
+        print(f"load average at the end: {os.getloadavg()[0]:.2f} (other processes make the numbers noisy)")
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "project": args.project,
+                        "base": base,
+                        "engine": engine_facts(client),
+                        "wheelhouse": warm,
+                        "runs": [asdict(r) for r in runs],
+                        "code_only_median_s": median,
+                        "ratio": ratio,
+                        "target": TARGET_RATIO,
+                        "verdict": verdict,
+                        "checks": checks,
+                    },
+                    indent=2,
+                )
+            )
+        failed = verdict == "FAIL" or any(c.startswith("FAIL") for c in checks)
+        return 1 if args.check and failed else 0
+    finally:
+        if not args.keep:
+            clear_bench_images(client, repo)
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,776 @@
+"""Full-build images (``-t image``) on a real Docker engine, real registries and real frontends.
+
+Needs the environment of ``.ci/docker-env.sh`` (see ``tests/docker_env.py``): the engine, the plain
+registry on 127.0.0.1:5000, the htpasswd one on 127.0.0.1:5001 and the offline Python base image.
+
+One image of ``weather_pipeline`` is built once for the module (``weather``) and shared by the tests
+that only look at it; the tests that change a project or its configuration work on copies under
+their own repository names, so that no test depends on another one's tags. Builds run
+``hatch-flyte build --no-isolation`` (the wheel from this environment's hatchling) except
+``test_hatch_build_target_flyte_image``, which runs ``hatch build -t flyte:image`` in hatch's own
+isolated build environment.
+
+The dependency wheelhouse is cached by its inputs under ``HATCH_FLYTE_CACHE_DIR`` (default
+``$XDG_CACHE_HOME/hatch-flyte``), so only the first run on a machine downloads it. Every image and
+build-cache image the module makes is removed at its end; registries keep what was pushed (fresh
+repository names each run).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from docker_env import (
+    AUTH_REGISTRY_VAR,
+    AuthRegistry,
+    find_base_image,
+    find_registry,
+    make_docker_client,
+    setting,
+    unique_repository,
+)
+from test_frontends import EPOCH, WEATHER_EPS, copy_project, wheel_flyte_metadata
+
+if TYPE_CHECKING:
+    import docker
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+#: ``org.opencontainers.image.created`` for SOURCE_DATE_EPOCH = EPOCH (1700000000).
+CREATED = "2023-11-14T22:13:20Z"
+CONTENT_TAG = re.compile(r"h[0-9a-f]{20}")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+#: Keys hatch-flyte may set under org.opencontainers.image (the spec's own, nothing invented).
+OCI_KEYS = {"created", "version", "revision", "source", "title", "description", "licenses"}
+OCI_KEYS |= {"base.name", "base.digest"}
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    """The module's view of the test engine: a client, the base image, the plain registry."""
+
+    client: docker.DockerClient
+    base: str
+    registry: str
+    #: An empty DOCKER_CONFIG, so that no credentials of this machine's ~/.docker leak into a test.
+    docker_config: Path
+    #: Repositories whose images the module removes at its end.
+    repos: set[str] = field(default_factory=set)
+
+    def new_name(self, what: str, registry: str | None = None) -> str:
+        """A fresh ``tool.flyte.image.name`` (``hatch-flyte-test/<what>-<hex>``); its images in
+        ``registry`` (default: the plain one) are removed at the end."""
+        repo = unique_repository(registry or self.registry, what)
+        self.repos.add(repo)
+        return repo.split("/", 1)[1]
+
+    @property
+    def arch(self) -> str:
+        arch = str(self.client.version().get("Arch", ""))
+        return _ARCH.get(arch, arch)
+
+
+def tool_env(engine: Engine, **extra: str) -> dict[str, str]:
+    """The environment of a frontend run: the test engine, fixed SOURCE_DATE_EPOCH, no registry creds."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HATCH_FLYTE_REGISTRY_")}
+    env.update(
+        SOURCE_DATE_EPOCH=EPOCH,
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        DOCKER_CONFIG=str(engine.docker_config),
+    )
+    docker_host = setting("DOCKER_HOST")
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    env.update(extra)
+    return env
+
+
+def run(
+    cmd: list[str], cwd: Path, env: dict[str, str], ok: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if ok and proc.returncode != 0:
+        raise AssertionError(
+            f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def hatch_flyte_build(
+    engine: Engine, project: Path, ok: bool = True, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``hatch-flyte build PROJECT -t wheel,bundle,image --no-isolation --json``."""
+    cmd = [str(BIN / "hatch-flyte"), "build", str(project), "-t", "wheel,bundle,image"]
+    cmd += ["--no-isolation", "--json"]
+    return run(cmd, project.parent, tool_env(engine, **env), ok=ok)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def configure_image(project: Path, **keys: object) -> None:
+    """Append ``[tool.flyte.image]`` (keys with ``_`` written as ``-``) to the project's pyproject.toml."""
+    lines = ["", "[tool.flyte.image]", *(f"{k.replace('_', '-')} = {_toml(v)}" for k, v in keys.items())]
+    with (project / "pyproject.toml").open("a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def copy_of(project: Path, dest: Path) -> Path:
+    """A copy of an already configured project, without its build outputs."""
+    target = dest / project.name
+    shutil.copytree(project, target, ignore=shutil.ignore_patterns("dist", "build", "__pycache__"))
+    return target
+
+
+def read_manifest(project: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((project / "dist" / "flyte-manifest.json").read_text())
+    return data
+
+
+def check_wheel_and_bundle(project: Path, manifest: dict[str, Any]) -> None:
+    """The wheel and the bundle are on disk, listed with their sha256, and readable."""
+    dist = project / "dist"
+    listed = {a["kind"]: a for a in manifest["artifacts"]}
+    assert sorted(listed) == ["bundle", "wheel"]
+    for entry in listed.values():
+        path = dist / entry["name"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], path
+        assert path.stat().st_size == entry["size"]
+    wheel = dist / listed["wheel"]["name"]
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.testzip() is None
+    assert wheel_flyte_metadata(wheel)[0] == WEATHER_EPS
+    with tarfile.open(dist / listed["bundle"]["name"]) as tf:
+        assert "weather_pipeline/tasks.py" in tf.getnames()
+
+
+def remove_images(client: docker.DockerClient, *, repo: str | None = None, ids: Iterable[str] = ()) -> None:
+    """Remove every image tagged (or pulled by digest) in ``repo`` and the images ``ids``."""
+    import docker.errors
+
+    targets = set(ids)
+    if repo is not None:
+        targets |= {image.id for image in client.images.list(name=repo)}
+    for image_id in targets:
+        # Already gone with another image, or still the parent of one that is not ours: leave it.
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(image_id, force=True)
+
+
+def build_cache_images(client: docker.DockerClient, base_id: str) -> set[str]:
+    """Untagged images of hatch-flyte's ``deps`` stage built right on ``base_id`` (the classic
+    builder's cache: RUN pip install <- COPY wheelhouse <- base)."""
+    import docker.errors
+
+    out = set()
+    for image in client.images.list(filters={"dangling": True}):
+        cmd = (image.attrs.get("ContainerConfig") or {}).get("Cmd") or []
+        if "/tmp/wheelhouse/requirements.txt" not in " ".join(cmd):
+            continue
+        try:
+            copy_step = client.images.get(image.attrs.get("Parent") or "")
+        except (docker.errors.NotFound, docker.errors.APIError):
+            continue
+        if copy_step.attrs.get("Parent") == base_id:
+            out.add(image.id)
+    return out
+
+
+def containers_from(client: docker.DockerClient, image: str) -> set[str]:
+    """Containers (running or not) whose image is ``image`` or one built on it."""
+    return {c.id for c in client.containers.list(all=True, filters={"ancestor": image})}
+
+
+def history(client: docker.DockerClient, image_id: str) -> list[tuple[str, str]]:
+    """``docker history``, oldest step first: (intermediate image id, instruction)."""
+    return [(h["Id"], h["CreatedBy"]) for h in reversed(client.api.history(image_id))]
+
+
+def registry_get(
+    host: str, path: str, auth: tuple[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """``GET http://HOST/v2/PATH`` (manifests in the Docker v2 schema): headers and JSON body."""
+    accept = ", ".join(
+        ["application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json"]
+    )
+    request = urllib.request.Request(f"http://{host}/v2/{path}", headers={"Accept": accept})
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return dict(response.headers), json.loads(response.read())
+
+
+def split_ref(ref: str) -> tuple[str, str, str]:
+    """``host:port/name:tag`` -> (host:port, name, tag)."""
+    repo, _, tag = ref.rpartition(":")
+    host, _, name = repo.partition("/")
+    return host, name, tag
+
+
+# --- fixtures ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of this checkout, for the copies' ``build-system.requires`` (as in test_frontends)."""
+    out = tmp_path_factory.mktemp("plugin")
+    cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(REPO)]
+    run(cmd, REPO, dict(os.environ))
+    (wheel,) = out.glob("hatch_flyte-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    client = make_docker_client()
+    base = find_base_image(client)
+    registry = find_registry()
+    base_id = client.images.get(base).id
+    cache_before = build_cache_images(client, base_id)
+    eng = Engine(client, base, registry, tmp_path_factory.mktemp("docker-config"))
+    try:
+        yield eng
+    finally:
+        for repo in sorted(eng.repos):
+            remove_images(client, repo=repo)
+        # The dependency stage of the module's builds, unless an earlier build had made it already.
+        remove_images(client, ids=build_cache_images(client, base_id) - cache_before)
+        client.close()
+
+
+@dataclass(frozen=True)
+class Built:
+    project: Path
+    repo: str
+    manifest: dict[str, Any]
+    seconds: float
+
+    @property
+    def image(self) -> dict[str, Any]:
+        image: dict[str, Any] = self.manifest["image"]
+        return image
+
+
+@pytest.fixture(scope="module")
+def weather(engine: Engine, plugin: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """weather_pipeline built once: ``hatch-flyte build -t wheel,bundle,image`` on the test base."""
+    project = copy_project("weather_pipeline", tmp_path_factory.mktemp("weather"), plugin)
+    name = engine.new_name("weather")
+    configure_image(project, base=engine.base, registry=engine.registry, name=name)
+    started = time.monotonic()
+    proc = hatch_flyte_build(engine, project)
+    seconds = time.monotonic() - started
+    manifest = json.loads(proc.stdout)
+    assert manifest == read_manifest(project)
+    return Built(project, f"{engine.registry}/{name}", manifest, seconds)
+
+
+@pytest.fixture
+def no_leftover_containers(docker_client: docker.DockerClient, base_image: str) -> Iterator[None]:
+    """The test leaves no container behind (build steps, the base probe, ``docker run``)."""
+    before = containers_from(docker_client, base_image)
+    yield
+    left = containers_from(docker_client, base_image) - before
+    assert not left, f"containers left behind: {sorted(left)}"
+
+
+# --- 1. the image and the manifest ---------------------------------------------------------------------
+
+
+def test_manifest_image_matches_engine(weather: Built, engine: Engine, docker_client: Any) -> None:
+    image = weather.image
+    repo = weather.repo
+    content_tag = image["ref"].rpartition(":")[2]
+    assert CONTENT_TAG.fullmatch(content_tag), image["ref"]
+    assert image["ref"] == f"{repo}:{content_tag}"
+    assert image["tags"] == [image["ref"], f"{repo}:0.3.0"]
+    assert image["backend"] == "docker"
+    assert image["digest"] is None  # not pushed
+
+    built = docker_client.images.get(image["ref"])
+    assert built.id == image["id"]
+    assert sorted(built.tags) == sorted(image["tags"])
+    assert image["platform"] == f"linux/{engine.arch}"
+    assert (built.attrs["Os"], built.attrs["Architecture"]) == ("linux", engine.arch)
+
+    base = docker_client.images.get(engine.base)
+    # The base's digest in its own repository when the engine has one (pulled by that name), else
+    # its id: a digest it got from being pushed elsewhere says nothing about `base`.
+    base_repo = engine.base.rpartition(":")[0] if ":" in engine.base.rpartition("/")[2] else engine.base
+    own = [d.split("@", 1)[1] for d in base.attrs.get("RepoDigests") or [] if d.split("@", 1)[0] == base_repo]
+    expected_base_digest = own[0] if own else base.id
+    assert (image["base"], image["base_digest"]) == (engine.base, expected_base_digest)
+    # The image is the base plus layers: the base's layers come first, unchanged.
+    base_layers = base.attrs["RootFS"]["Layers"]
+    assert built.attrs["RootFS"]["Layers"][: len(base_layers)] == base_layers
+
+    config = built.attrs["Config"]
+    labels = {k.removeprefix("org.opencontainers.image."): v for k, v in config["Labels"].items()}
+    assert set(labels) <= OCI_KEYS, f"unexpected label keys: {set(labels) - OCI_KEYS}"
+    revision = labels.pop("revision", None)
+    assert revision is None or re.fullmatch(r"[0-9a-f]{40}", revision)
+    description = "Daily weather station statistics on Flyte 2 (hatch-flyte example: hatchling, src layout)."
+    assert labels == {
+        "created": CREATED,
+        "version": "0.3.0",
+        "title": "weather-pipeline",
+        "description": description,
+        "base.name": engine.base,
+        "base.digest": expected_base_digest,
+    }
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["_F_IMG_ID"] == image["ref"]
+    assert env["VIRTUAL_ENV"] == "/opt/venv"
+    assert env["PATH"].startswith("/opt/venv/bin:")
+    assert config["WorkingDir"] == "/root"
+
+    # The wheel and the bundle of the same run are listed next to the image.
+    check_wheel_and_bundle(weather.project, weather.manifest)
+    assert weather.manifest["wheel"]["name"] == "weather_pipeline-0.3.0-py3-none-any.whl"
+    print(f"first image build of weather_pipeline: {weather.seconds:.1f}s")
+
+
+# --- 2. it runs ----------------------------------------------------------------------------------------
+
+PROBE = r"""
+import asyncio, importlib.metadata as md, json, os, shutil, subprocess, sys, sysconfig
+import flyte
+import weather_pipeline
+from weather_pipeline import tasks
+
+purelib = sysconfig.get_paths()["purelib"]
+envs = {}
+for ep in md.entry_points(group="flyte.environments"):
+    env = ep.load()
+    envs[ep.name] = {
+        "value": ep.value,
+        "dist": ep.dist.name if ep.dist else None,
+        "is_task_environment": isinstance(env, flyte.TaskEnvironment),
+        "name": env.name,
+        "tasks": sorted(env.tasks),
+    }
+with open("probe.txt", "w") as f:
+    f.write("written")
+a0 = subprocess.run(["a0", "--help"], capture_output=True, text=True)
+print(json.dumps({
+    "executable": sys.executable,
+    "purelib": purelib,
+    "package": weather_pipeline.__file__,
+    "copies": [p for p in sys.path if os.path.isdir(os.path.join(p or ".", "weather_pipeline"))],
+    "source_dir": os.path.exists("/opt/hatch-flyte/source"),
+    "flyte": flyte.__version__,
+    "envs": envs,
+    "means": asyncio.run(tasks.station_means.func()),
+    "a0": shutil.which("a0"),
+    "a0_help": [a0.returncode, a0.stdout[:200]],
+    "tar": shutil.which("tar"),
+    "cwd": os.getcwd(),
+    "written": open(os.path.join(os.getcwd(), "probe.txt")).read(),
+}))
+"""
+
+
+def expected_means(project: Path) -> dict[str, float]:
+    """The task's result computed on the host from the project's source (its logic has no flyte import)."""
+    code = (
+        "import json; from weather_pipeline.logic.cleaning import drop_outliers, load_readings; "
+        "from weather_pipeline.logic.stats import daily_means; "
+        "print(json.dumps(daily_means(drop_outliers(load_readings()))))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(project / "src")}
+    means: dict[str, float] = json.loads(run([sys.executable, "-c", code], project, env).stdout)
+    return means
+
+
+def test_image_runs_offline(weather: Built, docker_client: Any, no_leftover_containers: None) -> None:
+    image_id = weather.image["id"]
+    out = docker_client.containers.run(
+        image_id, ["python", "-c", PROBE], network_disabled=True, remove=True, stdout=True, stderr=False
+    )
+    data = json.loads(out.decode().strip().splitlines()[-1])
+
+    assert data["executable"] == "/opt/venv/bin/python"
+    site_packages = data["purelib"]
+    assert re.fullmatch(r"/opt/venv/lib/python3\.\d+/site-packages", site_packages)
+    # The installed wheel, not a copy of the source: no other weather_pipeline on sys.path.
+    assert data["package"] == f"{site_packages}/weather_pipeline/__init__.py"
+    assert data["copies"] == [site_packages]
+    assert data["source_dir"] is False
+    assert data["flyte"]
+    assert data["envs"] == {
+        "weather": {
+            "value": WEATHER_EPS["weather"],
+            "dist": "weather-pipeline",
+            "is_task_environment": True,
+            "name": "weather",
+            "tasks": ["weather.report", "weather.station_means"],
+        }
+    }
+    assert data["means"] == expected_means(weather.project)
+    assert data["a0"] == "/opt/venv/bin/a0"
+    assert data["a0_help"][0] == 0 and "Usage: a0" in data["a0_help"][1]
+    assert data["tar"]
+    assert (data["cwd"], data["written"]) == ("/root", "written")
+    assert not containers_from(docker_client, image_id)
+
+
+# --- 3. layer reuse ------------------------------------------------------------------------------------
+
+
+def test_code_only_rebuild_reuses_every_other_layer(
+    weather: Built, engine: Engine, docker_client: Any, base_image: str, tmp_path: Path
+) -> None:
+    project = copy_of(weather.project, tmp_path)
+    pyproject = project / "pyproject.toml"
+    name = engine.new_name("rebuild")
+    pyproject.write_text(pyproject.read_text().replace(weather.repo.split("/", 1)[1], name))
+
+    first = hatch_flyte_build(engine, project)
+    old = json.loads(first.stdout)["image"]
+    # The content tag hashes what makes the image, not its name: the same as the module's image.
+    assert old["ref"].rpartition(":")[2] == weather.image["ref"].rpartition(":")[2]
+
+    # Unchanged rebuild: same content tag, same image id (every step from the engine's cache).
+    again = json.loads(hatch_flyte_build(engine, project).stdout)["image"]
+    assert (again["ref"], again["id"], again["tags"]) == (old["ref"], old["id"], old["tags"])
+
+    # A code-only change: one task's body.
+    tasks = project / "src" / "weather_pipeline" / "tasks.py"
+    source = tasks.read_text()
+    assert 'return ", ".join(' in source
+    tasks.write_text(source.replace('return ", ".join(', 'return " | ".join('))
+    new = json.loads(hatch_flyte_build(engine, project).stdout)["image"]
+    assert new["ref"] != old["ref"] and new["id"] != old["id"]
+    assert CONTENT_TAG.fullmatch(new["ref"].rpartition(":")[2])
+    assert new["tags"][1] == old["tags"][1] == f"{engine.registry}/{name}:0.3.0"
+    assert docker_client.images.get(new["tags"][1]).id == new["id"]  # the version tag moved
+
+    # docker history: every step before the project's COPY came from the cache (same intermediate
+    # image ids); from the project's COPY on, every step is new.
+    old_steps, new_steps = history(docker_client, old["id"]), history(docker_client, new["id"])
+    cut = next(i for i, (_, step) in enumerate(new_steps) if re.search(r"COPY .* in /tmp/project/", step))
+    assert re.search(r"COPY .* in /tmp/project/", old_steps[cut][1])
+    assert [i for i, _ in new_steps[:cut]] == [i for i, _ in old_steps[:cut]]
+    assert not {i for i, _ in new_steps[cut:]} & {i for i, _ in old_steps[cut:]}
+    # Only the project's own steps (copy, install) and the footer naming the image are rebuilt.
+    rebuilt = [step for _, step in new_steps[cut:]]
+    assert len(rebuilt) == 3 and "pip install" in rebuilt[1] and "_F_IMG_ID=" in rebuilt[2], rebuilt
+
+    # RootFS: the base's layers and the dependencies' layer are shared; the project's layers differ.
+    base_layers = docker_client.images.get(base_image).attrs["RootFS"]["Layers"]
+    old_layers = docker_client.images.get(old["id"]).attrs["RootFS"]["Layers"]
+    new_layers = docker_client.images.get(new["id"]).attrs["RootFS"]["Layers"]
+    shared = len(base_layers) + 1
+    assert len(old_layers) == len(new_layers) > shared
+    assert new_layers[:shared] == old_layers[:shared] and new_layers[: len(base_layers)] == base_layers
+    assert not set(new_layers[shared:]) & set(old_layers[shared:])
+
+    # The new layer holds the new code.
+    code = "import inspect, weather_pipeline.tasks as t; print(inspect.getsource(t.report.func))"
+    out = docker_client.containers.run(new["id"], ["python", "-c", code], network_disabled=True, remove=True)
+    assert '" | ".join(' in out.decode()
+    assert not containers_from(docker_client, new["id"])
+
+
+# --- 4. push to the plain registry ---------------------------------------------------------------------
+
+
+def test_push_records_digest_and_pulls_back(
+    weather: Built, engine: Engine, docker_client: Any, tmp_path: Path
+) -> None:
+    project = copy_of(weather.project, tmp_path)
+    pyproject = project / "pyproject.toml"
+    name = engine.new_name("push")
+    text = pyproject.read_text().replace(weather.repo.split("/", 1)[1], name)
+    # A PEP 440 local version: `+` is not allowed in a tag, the version tag reads 0.3.0-build.7.
+    text = text.replace('version = "0.3.0"', 'version = "0.3.0+build.7"')
+    pyproject.write_text(text + "push = true\n")  # [tool.flyte.image] is the file's last table
+    image = json.loads(hatch_flyte_build(engine, project).stdout)["image"]
+    repo = f"{engine.registry}/{name}"
+    content_tag = image["ref"].rpartition(":")[2]
+    assert image["tags"] == [f"{repo}:{content_tag}", f"{repo}:0.3.0-build.7"]
+    assert DIGEST.fullmatch(image["digest"] or ""), image
+    assert read_manifest(project)["image"]["digest"] == image["digest"]
+
+    # The registry holds both tags, as this very image (its config digest is the image id).
+    host, path, _ = split_ref(image["ref"])
+    _, tag_list = registry_get(host, f"{path}/tags/list")
+    assert sorted(tag_list["tags"]) == sorted([content_tag, "0.3.0-build.7"])
+    headers, manifest = registry_get(host, f"{path}/manifests/{content_tag}")
+    assert headers["Docker-Content-Digest"] == image["digest"]
+    assert manifest["config"]["digest"] == image["id"]
+
+    # Pull it back by digest, with the local copy gone first, so the layers come from the registry.
+    docker_client.images.remove(image["id"], force=True)
+    pulled = docker_client.images.pull(f"{repo}@{image['digest']}")
+    assert pulled.id == image["id"]
+    assert f"{repo}@{image['digest']}" in pulled.attrs["RepoDigests"]
+
+
+# --- 5. push to the registry with auth ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auth_name(engine: Engine) -> str:
+    """One repository name for the module's pushes to the auth registry: after the first build, the
+    others are served from the engine's cache."""
+    return engine.new_name("auth", setting(AUTH_REGISTRY_VAR))
+
+
+def _auth_build(
+    weather: Built, engine: Engine, auth_registry: AuthRegistry, name: str, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """``build_image(..., push=True)`` to the auth registry, in process, from the module's wheel."""
+    from hatch_flyte.image import build_image
+    from hatch_flyte.project import load_project
+
+    for key, value in tool_env(engine).items():
+        if key in ("DOCKER_HOST", "SOURCE_DATE_EPOCH"):
+            monkeypatch.setenv(key, value)
+    project = load_project(weather.project)
+    wheel = weather.project / "dist" / weather.manifest["wheel"]["name"]
+    config = replace(project.config.image, registry=auth_registry.host, name=name)
+    return build_image(project, wheel, config, push=True)
+
+
+def _check_in_auth_registry(result: Any, auth_registry: AuthRegistry) -> None:
+    assert DIGEST.fullmatch(result.digest or "")
+    host, path, tag = split_ref(result.ref)
+    assert host == auth_registry.host
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        registry_get(host, f"{path}/manifests/{tag}")
+    assert denied.value.code == 401
+    headers, manifest = registry_get(
+        host, f"{path}/manifests/{tag}", auth=(auth_registry.username, auth_registry.password)
+    )
+    assert headers["Docker-Content-Digest"] == result.digest
+    assert manifest["config"]["digest"] == result.id
+
+
+def test_push_auth_registry_credentials_from_environment(
+    weather: Built,
+    engine: Engine,
+    auth_registry: AuthRegistry,
+    auth_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(engine.docker_config))  # nothing there
+    monkeypatch.setenv("HATCH_FLYTE_REGISTRY_USER", auth_registry.username)
+    monkeypatch.setenv("HATCH_FLYTE_REGISTRY_PASSWORD", auth_registry.password)
+    _check_in_auth_registry(
+        _auth_build(weather, engine, auth_registry, auth_name, monkeypatch), auth_registry
+    )
+
+
+def test_push_auth_registry_credentials_from_docker_config(
+    weather: Built,
+    engine: Engine,
+    auth_registry: AuthRegistry,
+    auth_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config_dir = tmp_path / "docker-config"
+    config_dir.mkdir()
+    token = base64.b64encode(f"{auth_registry.username}:{auth_registry.password}".encode()).decode()
+    (config_dir / "config.json").write_text(json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config_dir))
+    monkeypatch.delenv("HATCH_FLYTE_REGISTRY_USER", raising=False)
+    monkeypatch.delenv("HATCH_FLYTE_REGISTRY_PASSWORD", raising=False)
+    _check_in_auth_registry(
+        _auth_build(weather, engine, auth_registry, auth_name, monkeypatch), auth_registry
+    )
+
+
+@pytest.mark.parametrize("credentials", ["wrong-password", "none"])
+def test_push_auth_registry_refused(
+    weather: Built,
+    engine: Engine,
+    auth_registry: AuthRegistry,
+    auth_name: str,
+    tmp_path: Path,
+    credentials: str,
+    no_leftover_containers: None,
+) -> None:
+    project = copy_of(weather.project, tmp_path)
+    pyproject = project / "pyproject.toml"
+    name = auth_name
+    text = pyproject.read_text().replace(weather.repo.split("/", 1)[1], name)
+    text = text.replace(f'registry = "{engine.registry}"', f'registry = "{auth_registry.host}"')
+    pyproject.write_text(text + "push = true\n")
+    env = {}
+    if credentials == "wrong-password":
+        env = {"HATCH_FLYTE_REGISTRY_USER": auth_registry.username, "HATCH_FLYTE_REGISTRY_PASSWORD": "wrong"}
+    proc = hatch_flyte_build(engine, project, ok=False, **env)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "error: pushing " in proc.stderr, proc.stderr
+    assert f"{auth_registry.host}/{name}:" in proc.stderr
+    assert f"registry {auth_registry.host} " in proc.stderr
+    assert "HATCH_FLYTE_REGISTRY_USER" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # The manifest was written before the image step and claims no image.
+    manifest = read_manifest(project)
+    assert manifest["image"] is None
+    check_wheel_and_bundle(project, manifest)
+
+
+# --- 6. faults -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def weather_copy(weather: Built, engine: Engine, tmp_path: Path) -> Path:
+    """A copy of the module's project under a fresh image name (the last table is [tool.flyte.image])."""
+    project = copy_of(weather.project, tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(weather.repo.split("/", 1)[1], engine.new_name("fault"))
+    )
+    return project
+
+
+def _failed(proc: subprocess.CompletedProcess[str], project: Path) -> str:
+    """The build failed cleanly: exit 1, one error, and the wheel and bundle written with a manifest
+    that claims no image."""
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.count("error: ") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    manifest = read_manifest(project)
+    assert manifest["image"] is None
+    check_wheel_and_bundle(project, manifest)
+    return proc.stderr
+
+
+def test_no_engine(engine: Engine, weather_copy: Path, no_leftover_containers: None) -> None:
+    nowhere = "unix:///nonexistent.sock"
+    err = _failed(hatch_flyte_build(engine, weather_copy, ok=False, DOCKER_HOST=nowhere), weather_copy)
+    assert f"no Docker engine answered at {nowhere}" in err
+    assert "DOCKER_HOST" in err
+    assert "wheel and the bundle of this build are written" in err
+
+
+@pytest.mark.parametrize("where", ["hub", "registry"])
+def test_base_image_missing(
+    engine: Engine, weather_copy: Path, where: str, no_leftover_containers: None
+) -> None:
+    missing = unique_repository(engine.registry, "no-such-base") + ":1"
+    if where == "hub":  # no internet: the engine cannot reach Docker Hub
+        missing = missing.split("/", 1)[1]
+    pyproject = weather_copy / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(f'base = "{engine.base}"', f'base = "{missing}"'))
+    err = _failed(hatch_flyte_build(engine, weather_copy, ok=False), weather_copy)
+    assert f"base image {missing!r} is not in the engine" in err and "cannot be pulled" in err
+    assert "tool.flyte.image.base" in err
+
+
+def test_dependency_that_does_not_exist(
+    engine: Engine, weather_copy: Path, no_leftover_containers: None
+) -> None:
+    pyproject = weather_copy / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + 'extra-packages = ["definitely-not-a-real-package-xyz"]\n')
+    err = _failed(hatch_flyte_build(engine, weather_copy, ok=False), weather_copy)
+    assert "cannot resolve the image's dependencies into a wheelhouse" in err
+    assert "definitely-not-a-real-package-xyz" in err
+
+
+def test_project_without_flyte(engine: Engine, weather_copy: Path, no_leftover_containers: None) -> None:
+    pyproject = weather_copy / "pyproject.toml"
+    text = pyproject.read_text()
+    assert 'dependencies = ["flyte>=2.12"]' in text
+    pyproject.write_text(text.replace('dependencies = ["flyte>=2.12"]', "dependencies = []"))
+    err = _failed(hatch_flyte_build(engine, weather_copy, ok=False), weather_copy)
+    assert "does not depend on flyte" in err and "extra-packages" in err
+
+
+def test_registry_down(engine: Engine, weather_copy: Path, no_leftover_containers: None) -> None:
+    down = "127.0.0.1:5999"
+    pyproject = weather_copy / "pyproject.toml"
+    text = pyproject.read_text().replace(f'registry = "{engine.registry}"', f'registry = "{down}"')
+    name = re.search(r'name = "([^"]+)"', text.split("[tool.flyte.image]")[1])
+    assert name is not None
+    engine.repos.add(f"{down}/{name.group(1)}")
+    pyproject.write_text(text + "push = true\n")
+    err = _failed(hatch_flyte_build(engine, weather_copy, ok=False), weather_copy)
+    assert f"error: pushing {down}/" in err and f"registry {down} is up" in err
+    assert "connection refused" in err
+
+
+# --- 7. hatch build -t flyte:image ---------------------------------------------------------------------
+
+
+def _hatch_project(weather: Built, engine: Engine, tmp_path: Path, docker_dependency: bool) -> Path:
+    project = copy_of(weather.project, tmp_path)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text().replace(weather.repo.split("/", 1)[1], engine.new_name("hatch"))
+    if docker_dependency:
+        # The build environment needs the docker SDK: the flyte target's own dependencies.
+        text += '\n[tool.hatch.build.targets.flyte]\ndependencies = ["docker"]\n'
+    pyproject.write_text(text)
+    return project
+
+
+def _hatch_build_image(engine: Engine, project: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = tool_env(engine, HATCH_DATA_DIR=str(project.parent / ".hatch-data"))
+    return run([str(BIN / "hatch"), "build", "-t", "flyte:image"], project, env, ok=ok)
+
+
+def test_hatch_build_target_flyte_image(
+    weather: Built, engine: Engine, docker_client: Any, tmp_path: Path, no_leftover_containers: None
+) -> None:
+    project = _hatch_project(weather, engine, tmp_path, docker_dependency=True)
+    proc = _hatch_build_image(engine, project)
+    manifest = read_manifest(project)
+    image = manifest["image"]
+    assert image is not None and f"flyte: image {image['ref']}" in proc.stdout + proc.stderr
+    assert manifest["artifacts"] == []  # only the image was asked for; its wheel was made aside
+    assert CONTENT_TAG.fullmatch(image["ref"].rpartition(":")[2])
+    built = docker_client.images.get(image["ref"])
+    assert built.id == image["id"]
+    assert sorted(built.tags) == sorted(image["tags"])
+    env = dict(item.split("=", 1) for item in built.attrs["Config"]["Env"])
+    assert env["_F_IMG_ID"] == image["ref"]
+    # Same base and dependencies as the module's image, built by another frontend: the layers below
+    # the project's are the very same ones (the engine's cache served them).
+    module_layers = docker_client.images.get(weather.image["id"]).attrs["RootFS"]["Layers"]
+    layers = built.attrs["RootFS"]["Layers"]
+    assert layers[:-2] == module_layers[:-2] and len(layers) == len(module_layers)
+
+
+def test_hatch_build_image_without_docker_sdk(
+    weather: Built, engine: Engine, tmp_path: Path, no_leftover_containers: None
+) -> None:
+    project = _hatch_project(weather, engine, tmp_path, docker_dependency=False)
+    proc = _hatch_build_image(engine, project, ok=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "needs the docker SDK" in out and "hatch-flyte[docker]" in out
