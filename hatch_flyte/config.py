@@ -207,23 +207,23 @@ class _Checker:
         if not isinstance(value, str) or not value.strip():
             self.problems.append(f"`{key}` must be a non-empty path string, got {_kind(value)}")
             return value
-        if not self._inside(value):
-            self.problems.append(
-                f"`{key}` = {value!r} escapes the project directory {self.project_dir}; "
-                "use a path relative to the directory of pyproject.toml that stays inside it"
-            )
+        self._check_inside(value, key)
         return value
 
     def project_path_list(self, value: Any, key: str) -> Any:
         items = self.string_list(value, key)
         if isinstance(items, tuple):
             for i, item in enumerate(items):
-                if isinstance(item, str) and item.strip() and not self._inside(item):
-                    self.problems.append(
-                        f"`{key}[{i}]` = {item!r} escapes the project directory {self.project_dir}; "
-                        "use a path relative to the directory of pyproject.toml that stays inside it"
-                    )
+                if isinstance(item, str) and item.strip():
+                    self._check_inside(item, f"{key}[{i}]")
         return items
+
+    def _check_inside(self, value: str, key: str) -> None:
+        if not self._inside(value):
+            self.problems.append(
+                f"`{key}` = {value!r} escapes the project directory {self.project_dir}; "
+                "use a path relative to the directory of pyproject.toml that stays inside it"
+            )
 
     def environment_refs(self, value: Any, key: str) -> Any:
         items = self.string_list(value, key)
