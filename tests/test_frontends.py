@@ -414,3 +414,21 @@ def test_build_failing_backend_leaves_nothing(tmp_path: Path, plugin_wheel: Path
     assert "BROKEN_ON_PURPOSE" in proc.stdout + proc.stderr  # the backend's own error is shown
     assert "build backend" in proc.stderr
     assert list(out.iterdir()) == []
+
+
+def test_hatch_build_without_flyte_table_uses_defaults_and_says_so(
+    tmp_path: Path, plugin_wheel: Path
+) -> None:
+    project = copy_project("dynamic_envs", tmp_path, plugin_wheel)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(text[: text.index("[tool.flyte]")])
+    proc = _hatch_build(project, "flyte")
+    output = proc.stdout + proc.stderr
+    assert "no [tool.flyte] table in pyproject.toml; building with defaults" in output
+    assert "unresolved dynamic_envs/jobs.py:8" in output  # static discovery names what it cannot resolve
+    (bundle,) = (project / "dist").glob("fast*.tar.gz")
+    assert bundle.name == flyte_bundle_name(project / "src")
+    eps, manifest = wheel_flyte_metadata(next((project / "dist").glob("*.whl")))
+    assert eps == {"static_jobs": "dynamic_envs.jobs:static_env"}
+    assert manifest is not None and [u["attribute"] for u in manifest["unresolved"]] == ["regional"]

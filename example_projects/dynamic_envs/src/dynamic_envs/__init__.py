@@ -1,0 +1,1 @@
+"""Environments, one of which is named at run time."""
