@@ -193,7 +193,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             f"bundle    {b.path} ({len(b.files)} files, {human_size(b.size)}{', reused' if b.reused else ''})"
         )
     if result.image is not None:
-        pushed = f", pushed as {result.image.digest}" if result.image.digest else ""
+        pushed = f", pushed as {result.image.digest}" if result.image.pushed else ""
         _out(f"image     {result.image.ref} ({result.image.id[:19]}{pushed})")
     _out(f"manifest  {result.manifest}")
     return 0

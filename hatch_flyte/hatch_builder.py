@@ -164,7 +164,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                     output_dir=Path(directory),
                 )
             seconds = time.perf_counter() - started
-            pushed = f", pushed {image.digest}" if image.digest else ""
+            pushed = f", pushed {image.digest}" if image.pushed else ""
             self.app.display_info(f"flyte: image {image.ref} ({image.id[:19]}{pushed}) in {seconds:.1f}s")
             state["image"] = image.to_json()
             self._record(directory, "image-archive", Path(image.archive) if image.archive else None)

@@ -51,10 +51,14 @@ class ImageResult:
     dockerfile: str = field(default="", repr=False)
     #: The ``docker load`` archive (the oci backend's output), else None.
     archive: str | None = None
+    #: Whether the image was pushed to its registry in this build.
+    pushed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "archive": self.archive,
+            # By name: the manifest sits in the same directory, and must not depend on where that is.
+            "archive": Path(self.archive).name if self.archive else None,
+            "pushed": self.pushed,
             "backend": self.backend,
             "base": self.base,
             "base_digest": self.base_digest,
@@ -197,7 +201,8 @@ def build_image(
     log.info("building image %s (%s) from %s", ref, plan.platform, base_ref)
     image_id = docker_backend.build(client, plan, ref, tags[1:])
     digest = None
-    if push if push is not None else config.push:
+    do_push = push if push is not None else config.push
+    if do_push:
         for tag in tags:
             pushed = docker_backend.push(client, f"{repo}:{tag}")
             digest = digest or pushed
@@ -211,6 +216,7 @@ def build_image(
         content_tag=content_tag,
         digest=digest,
         dockerfile=plan.dockerfile(ref),
+        pushed=do_push,
     )
 
 

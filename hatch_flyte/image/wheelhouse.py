@@ -170,6 +170,12 @@ def _download(lines: list[str], target: Target, constraints: Path | None, direct
             cmd += ["-c", str(constraints)]
         log.info("resolving the image's dependencies for Python %d.%d on %s", *target.python, target.platform)
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+        if "No module named pip" in proc.stderr:
+            raise ImageError(
+                f"pip is not installed in the build environment ({sys.executable}); the image's "
+                "wheelhouse is resolved with `pip download`. Install hatch-flyte with its dependencies "
+                "there (it requires pip), or add pip to `[tool.hatch.build.targets.flyte] dependencies`"
+            )
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
             raise ImageError(

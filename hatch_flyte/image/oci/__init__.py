@@ -45,4 +45,5 @@ def build_oci_image(
         digest=image.manifest_digest,
         backend="oci",
         archive=str(image.archive),
+        pushed=push,
     )
