@@ -22,7 +22,14 @@ from hatch_flyte.pipeline import analyse, bundle_for, entry_points, manifest_for
 from hatch_flyte.project import load_project
 
 ENTRY_POINT_GROUP = "flyte.environments"
-_HOOK_OPTIONS = {"bundle-dir", "dependencies", "require-runtime-dependencies", "enable-by-default"}
+_HOOK_OPTIONS = {
+    "bundle-dir",
+    # read by hatchling itself for every hook
+    "dependencies",
+    "require-runtime-dependencies",
+    "require-runtime-features",
+    "enable-by-default",
+}
 
 
 class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
