@@ -7,7 +7,6 @@ tags it with a content-derived tag (plus the project version by default) and opt
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -29,6 +28,7 @@ from hatch_flyte.image.wheelhouse import (
     requires_flyte,
     wheel_requirements,
 )
+from hatch_flyte.manifest import sha256_file
 from hatch_flyte.project import Project
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,6 @@ def _wheel_metadata(wheel: Path) -> dict[str, str]:
     }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def repository(project: Project, config: ImageConfig) -> str:
     name = config.name or project.name or project.directory.name
     name = name.lower().replace("_", "-")
@@ -151,7 +147,7 @@ def plan_image(
         platform=target.platform,
         wheelhouse=wheelhouse,
         project_wheel=wheel,
-        project_wheel_sha256=_sha256(wheel),
+        project_wheel_sha256=sha256_file(wheel),
         env=config.env,
         workdir=config.workdir,
         labels=labels,

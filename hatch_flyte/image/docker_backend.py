@@ -12,11 +12,10 @@ import os
 import platform as host_platform
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from hatch_flyte.errors import ImageError
-from hatch_flyte.image.dockerfile import ImagePlan, write_context
+from hatch_flyte.image.dockerfile import BaseInfo, ImagePlan, write_context
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +44,6 @@ def connect() -> Any:
             "engine; the wheel and the bundle of this build are written all the same"
         ) from None
     return client
-
-
-@dataclass(frozen=True)
-class BaseInfo:
-    """The base image as the engine has it."""
-
-    ref: str
-    id: str
-    digest: str
-    python: str
-    python_version: tuple[int, int]
-    platform: str
 
 
 def engine_platform(client: Any) -> str:

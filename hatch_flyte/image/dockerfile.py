@@ -29,6 +29,20 @@ IMAGE_ID_ENV = "_F_IMG_ID"
 
 
 @dataclass(frozen=True)
+class BaseInfo:
+    """What a plan needs to know of the base image, whichever backend found it."""
+
+    ref: str
+    id: str
+    #: The manifest digest in its own repository (the image id when the engine knows none).
+    digest: str
+    #: The interpreter that creates the venv.
+    python: str
+    python_version: tuple[int, int]
+    platform: str
+
+
+@dataclass(frozen=True)
 class ImagePlan:
     """Everything that makes an image, before it has a tag."""
 

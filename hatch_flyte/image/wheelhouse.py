@@ -23,6 +23,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from hatch_flyte.errors import ImageError
+from hatch_flyte.manifest import sha256_file
 from hatch_flyte.statcache import cache_dir
 
 log = logging.getLogger(__name__)
@@ -126,14 +127,6 @@ def _platform_args(target: Target) -> list[str]:
     return args
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_wheelhouse(
     requirements: Sequence[Requirement], target: Target, constraints: Path | None = None
 ) -> Wheelhouse:
@@ -151,7 +144,7 @@ def build_wheelhouse(
     directory = root / key.hexdigest()[:32]
     if not (directory / REQUIREMENTS).is_file():
         _download(lines, target, constraints, directory)
-    files = tuple(sorted((p.name, _sha256(p)) for p in directory.iterdir() if p.is_file()))
+    files = tuple(sorted((p.name, sha256_file(p)) for p in directory.iterdir() if p.is_file()))
     pip_wheel = next((name for name, _ in files if name.startswith("pip-") and name.endswith(".whl")), None)
     if pip_wheel is None:
         raise ImageError(f"the wheelhouse {directory} has no pip wheel; delete it and build again")

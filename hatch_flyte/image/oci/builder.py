@@ -24,7 +24,7 @@ from typing import Any
 
 from hatch_flyte.config import ImageConfig
 from hatch_flyte.errors import HatchFlyteError, ImageError
-from hatch_flyte.image.dockerfile import IMAGE_ID_ENV, SOURCE_DIR, VENV
+from hatch_flyte.image.dockerfile import IMAGE_ID_ENV, SOURCE_DIR, VENV, BaseInfo
 from hatch_flyte.image.oci import layout as L
 from hatch_flyte.image.oci.base import BaseImage, load_base
 from hatch_flyte.image.oci.basepython import find_python
@@ -47,18 +47,6 @@ _MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "ar
 #: Bumped when the layers hatch-flyte writes change for the same inputs (invalidates cached layers).
 LAYER_FORMAT = "1"
 PATH = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass(frozen=True)
-class OciBaseInfo:
-    """What :func:`hatch_flyte.image.plan_image` needs to know of the base (as docker_backend.BaseInfo)."""
-
-    ref: str
-    id: str
-    digest: str
-    python: str
-    python_version: tuple[int, int]
-    platform: str
 
 
 @dataclass(frozen=True)
@@ -132,7 +120,7 @@ def build(
                 f"the base image {base_ref} has no tar, which flyte needs to extract bundles; "
                 "choose a base image with tar"
             )
-        info = OciBaseInfo(
+        info = BaseInfo(
             base_ref,
             base.config_digest,
             base.manifest_digest,
