@@ -2,7 +2,8 @@
 # Docker test environment for hatch-flyte's image tests (run as root; safe to run again).
 #
 #   1. installs (only what is missing) Docker's engine, a registry, debootstrap, htpasswd, skopeo, umoci;
-#   2. starts dockerd (vfs, no iptables, no bridge) unless an engine answers at /var/run/docker.sock;
+#   2. starts dockerd (vfs, no iptables, no bridge; its data root on a tmpfs when the machine has the
+#      memory) unless an engine answers at /var/run/docker.sock;
 #   3. starts two registries on loopback: plain on 127.0.0.1:5000, htpasswd auth on 127.0.0.1:5001;
 #   4. builds an offline Python base image from Debian bookworm with debootstrap (the rootfs tarball is
 #      cached in $CACHE_DIR and reused by later runs on the same machine) and imports it into the engine;
@@ -17,6 +18,9 @@ cd "$(dirname "$0")/.."
 STATE_DIR="${HATCH_FLYTE_CI_STATE_DIR:-/var/lib/hatch-flyte-ci}"
 CACHE_DIR="${HATCH_FLYTE_CI_CACHE_DIR:-/var/cache/hatch-flyte-ci}"
 DOCKER_DATA_ROOT="${HATCH_FLYTE_CI_DOCKER_DATA_ROOT:-/var/lib/hatch-flyte-docker}"
+# The vfs driver copies the whole root filesystem for every container and build step; on a tmpfs
+# those copies stay in memory instead of going to disk. auto: on a machine with >= 12 GiB of memory.
+DOCKER_TMPFS="${HATCH_FLYTE_CI_DOCKER_TMPFS:-auto}"
 DOCKER_SOCK=/var/run/docker.sock
 BASE_IMAGE=hatch-flyte-test/python:3.11-bookworm
 BASE_PYTHON_SERIES=3.11
@@ -104,8 +108,18 @@ else
   if [ -s "$dockerd_pid" ] && kill -0 "$(cat "$dockerd_pid")" 2>/dev/null; then
     log "dockerd (pid $(cat "$dockerd_pid")) is running but not answering yet; waiting"
   else
-    log "starting dockerd (data root $DOCKER_DATA_ROOT, log $dockerd_log)"
     mkdir -p "$DOCKER_DATA_ROOT"
+    mem_kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+    if [ "$DOCKER_TMPFS" != 0 ] && [ "$(stat -f -c %T "$DOCKER_DATA_ROOT")" != tmpfs ] \
+      && { [ "$DOCKER_TMPFS" = 1 ] || [ "$mem_kib" -ge $((12 * 1024 * 1024)) ]; }; then
+      # size is a ceiling, not a reservation: memory is used as images are written.
+      if mount -t tmpfs -o size=50%,mode=0711 hatch-flyte-docker "$DOCKER_DATA_ROOT"; then
+        log "data root $DOCKER_DATA_ROOT on a tmpfs (up to half of $((mem_kib / 1024 / 1024)) GiB)"
+      else
+        log "cannot mount a tmpfs on $DOCKER_DATA_ROOT; the engine's data stays on disk"
+      fi
+    fi
+    log "starting dockerd (data root $DOCKER_DATA_ROOT, log $dockerd_log)"
     # setsid + all three standard streams redirected: the daemon outlives this script and holds no
     # pipe of the caller open. The proxy variables point at a closed loopback port so that a pull
     # of anything not on loopback (e.g. an unknown image that the SDK's containers.run() tries to

@@ -244,7 +244,12 @@ def warm_wheelhouse(project_dir: Path, wheel: Path, client: Any, base: str) -> d
     from hatch_flyte.project import load_project
 
     project = load_project(project_dir)
-    info = docker_backend.inspect_base(client, base, project.config.image.python)
+    # Not cached: the docker first build must find the base's Python itself (a container run).
+    os.environ["HATCH_FLYTE_NO_CACHE"] = "1"
+    try:
+        info = docker_backend.inspect_base(client, base, project.config.image.python)
+    finally:
+        del os.environ["HATCH_FLYTE_NO_CACHE"]
     info = replace(info, platform=project.config.image.platform or docker_backend.engine_platform(client))
     started, wall = time.perf_counter(), time.time()
     plan = plan_image(project, wheel, project.config.image, info)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -64,6 +65,7 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 OCI_KEYS = {"created", "version", "revision", "source", "title", "description", "licenses"}
 OCI_KEYS |= {"base.name", "base.digest"}
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+DEPS_REPOSITORY = "hatch-flyte/deps"
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -186,9 +188,20 @@ def remove_images(client: docker.DockerClient, *, repo: str | None = None, ids: 
             client.images.remove(image_id, force=True)
 
 
+def docker_errors() -> Any:
+    import docker.errors
+
+    return docker.errors
+
+
+def deps_images(client: docker.DockerClient) -> set[str]:
+    """Tags of the dependency images in the engine (``hatch-flyte/deps:<key>``)."""
+    return {tag for image in client.images.list(name=DEPS_REPOSITORY) for tag in image.tags}
+
+
 def build_cache_images(client: docker.DockerClient, base_id: str) -> set[str]:
-    """Untagged images of hatch-flyte's ``deps`` stage built right on ``base_id`` (the classic
-    builder's cache: RUN pip install <- COPY wheelhouse <- base)."""
+    """Untagged images of the dependency image's install stage built right on ``base_id`` (the
+    classic builder's cache: RUN pip install <- COPY wheelhouse <- base)."""
     import docker.errors
 
     out = set()
@@ -257,13 +270,17 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     registry = find_registry()
     base_id = client.images.get(base).id
     cache_before = build_cache_images(client, base_id)
+    deps_before = deps_images(client)
     eng = Engine(client, base, registry, tmp_path_factory.mktemp("docker-config"))
     try:
         yield eng
     finally:
         for repo in sorted(eng.repos):
             remove_images(client, repo=repo)
-        # The dependency stage of the module's builds, unless an earlier build had made it already.
+        # The dependency images and their install stage, unless an earlier build had made them.
+        for tag in sorted(deps_images(client) - deps_before):
+            with contextlib.suppress(docker_errors().APIError):
+                client.images.remove(tag)
         remove_images(client, ids=build_cache_images(client, base_id) - cache_before)
         client.close()
 
@@ -369,7 +386,7 @@ def test_manifest_image_matches_engine(weather: Built, engine: Engine, docker_cl
 # --- 2. it runs ----------------------------------------------------------------------------------------
 
 PROBE = r"""
-import asyncio, importlib.metadata as md, json, os, shutil, subprocess, sys, sysconfig
+import asyncio, importlib.metadata as md, importlib.util, json, os, shutil, subprocess, sys, sysconfig
 import flyte
 import weather_pipeline
 from weather_pipeline import tasks
@@ -395,6 +412,8 @@ print(json.dumps({
     "copies": [p for p in sys.path if os.path.isdir(os.path.join(p or ".", "weather_pipeline"))],
     "source_dir": os.path.exists("/opt/hatch-flyte/source"),
     "flyte": flyte.__version__,
+    "flyte_bytecode": os.path.exists(importlib.util.cache_from_source(flyte.__file__)),
+    "installer": md.distribution("weather-pipeline").read_text("INSTALLER"),
     "envs": envs,
     "means": asyncio.run(tasks.station_means.func()),
     "a0": shutil.which("a0"),
@@ -433,6 +452,10 @@ def test_image_runs_offline(weather: Built, docker_client: Any, no_leftover_cont
     assert data["copies"] == [site_packages]
     assert data["source_dir"] is False
     assert data["flyte"]
+    # The dependencies come compiled (pip's default, as in flyte's own images); the project's wheel
+    # was laid out on the host by hatch-flyte, as pip would have installed it.
+    assert data["flyte_bytecode"] is True
+    assert data["installer"] == "hatch-flyte\n"
     assert data["envs"] == {
         "weather": {
             "value": WEATHER_EPS["weather"],
@@ -450,6 +473,57 @@ def test_image_runs_offline(weather: Built, docker_client: Any, no_leftover_cont
     assert not containers_from(docker_client, image_id)
 
 
+def test_base_python_probed_once_per_image_id(
+    engine: Engine, docker_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base's Python is found by running it once per image id: the engine shows no probe
+    container on a later build from the same image, and one for an image with another id."""
+    from hatch_flyte.image import basecache, docker_backend
+
+    monkeypatch.setattr(basecache, "cache_dir", lambda: tmp_path / "cache")
+    # Another image id with the same filesystem: a label on top of the base (tagged, never pushed).
+    other = f"{engine.registry}/{engine.new_name('probe-base')}:1"
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        dockerfile = f"FROM {engine.base}\nLABEL io.github.hatch-flyte.test=probe-cache\n".encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    context.seek(0)
+    stream = docker_client.api.build(
+        fileobj=context,
+        custom_context=True,
+        tag=other,
+        decode=True,
+        rm=True,
+        forcerm=True,
+        network_mode="none",
+    )
+    assert not [chunk for chunk in stream if "error" in chunk]
+
+    def probe(image: str, python: str | None = None) -> tuple[Any, int]:
+        """inspect_base(image), and how many containers the engine created from the image meanwhile."""
+        image_id = docker_client.images.get(image).id
+        time.sleep(1.1)  # events are filtered by whole seconds
+        since = time.time()
+        found = docker_backend.inspect_base(docker_client, image, python)
+        time.sleep(1.1)
+        events = docker_client.events(
+            since=since, until=time.time(), decode=True, filters={"type": "container", "event": "create"}
+        )
+        return found, sum(1 for event in events if event.get("from") == image_id)
+
+    first, n_first = probe(engine.base)
+    again, n_again = probe(engine.base)
+    assert (n_first, n_again) == (1, 0)
+    assert again == first and first.python == "python3" and first.python_version[0] == 3
+    found, n_other = probe(other)
+    assert n_other == 1 and found.python_version == first.python_version
+    # Another interpreter asked for: a question of its own, probed again.
+    _, n_named = probe(engine.base, "python3")
+    assert n_named == 1
+
+
 # --- 3. layer reuse ------------------------------------------------------------------------------------
 
 
@@ -459,12 +533,19 @@ def test_code_only_rebuild_reuses_every_other_layer(
     project = copy_of(weather.project, tmp_path)
     pyproject = project / "pyproject.toml"
     name = engine.new_name("rebuild")
-    pyproject.write_text(pyproject.read_text().replace(weather.repo.split("/", 1)[1], name))
+    text = pyproject.read_text().replace(weather.repo.split("/", 1)[1], name)
+    # A console script: laid out on the host, it must still run in the image's venv.
+    text = text.replace(
+        "[tool.flyte.image]",
+        '[project.scripts]\nweather-hello = "weather_pipeline.hello:main"\n\n[tool.flyte.image]',
+    )
+    pyproject.write_text(text)
+    (project / "src" / "weather_pipeline" / "hello.py").write_text(
+        "import sys\n\ndef main():\n    print('hello from', sys.executable)\n"
+    )
 
     first = hatch_flyte_build(engine, project)
     old = json.loads(first.stdout)["image"]
-    # The content tag hashes what makes the image, not its name: the same as the module's image.
-    assert old["ref"].rpartition(":")[2] == weather.image["ref"].rpartition(":")[2]
 
     # Unchanged rebuild: same content tag, same image id (every step from the engine's cache).
     again = json.loads(hatch_flyte_build(engine, project).stdout)["image"]
@@ -475,7 +556,8 @@ def test_code_only_rebuild_reuses_every_other_layer(
     source = tasks.read_text()
     assert 'return ", ".join(' in source
     tasks.write_text(source.replace('return ", ".join(', 'return " | ".join('))
-    new = json.loads(hatch_flyte_build(engine, project).stdout)["image"]
+    rebuilt_proc = hatch_flyte_build(engine, project)
+    new = json.loads(rebuilt_proc.stdout)["image"]
     assert new["ref"] != old["ref"] and new["id"] != old["id"]
     assert CONTENT_TAG.fullmatch(new["ref"].rpartition(":")[2])
     assert new["tags"][1] == old["tags"][1] == f"{engine.registry}/{name}:0.3.0"
@@ -484,27 +566,37 @@ def test_code_only_rebuild_reuses_every_other_layer(
     # docker history: every step before the project's COPY came from the cache (same intermediate
     # image ids); from the project's COPY on, every step is new.
     old_steps, new_steps = history(docker_client, old["id"]), history(docker_client, new["id"])
-    cut = next(i for i, (_, step) in enumerate(new_steps) if re.search(r"COPY .* in /tmp/project/", step))
-    assert re.search(r"COPY .* in /tmp/project/", old_steps[cut][1])
+    project_copy = re.compile(r"#\(nop\) COPY dir:[0-9a-f]+ in / *$")
+    cut = next(i for i, (_, step) in enumerate(new_steps) if project_copy.search(step))
+    assert project_copy.search(old_steps[cut][1])
     assert [i for i, _ in new_steps[:cut]] == [i for i, _ in old_steps[:cut]]
     assert not {i for i, _ in new_steps[cut:]} & {i for i, _ in old_steps[cut:]}
-    # Only the project's own steps (copy, install) and the footer naming the image are rebuilt.
+    # Only the project's files and the footer naming the image are rebuilt: no RUN, no pip.
     rebuilt = [step for _, step in new_steps[cut:]]
-    assert len(rebuilt) == 3 and "pip install" in rebuilt[1] and "_F_IMG_ID=" in rebuilt[2], rebuilt
+    assert len(rebuilt) == 2 and "_F_IMG_ID=" in rebuilt[1], rebuilt
+    # Below the labels: the dependency image, under its tag, the same one for all three builds.
+    assert "LABEL " in new_steps[cut - 1][1]
+    deps_tags = docker_client.images.get(new_steps[cut - 2][0]).tags
+    assert [t for t in deps_tags if re.fullmatch(rf"{DEPS_REPOSITORY}:h[0-9a-f]{{20}}", t)], deps_tags
+    # The dependency image was built once (it already was, by the module's build): never here.
+    for proc in (first, rebuilt_proc):
+        assert "building the dependency image" not in proc.stderr, proc.stderr
 
-    # RootFS: the base's layers and the dependencies' layer are shared; the project's layers differ.
+    # RootFS: the base's layers and the dependencies' layer are shared; the project's layer differs.
     base_layers = docker_client.images.get(base_image).attrs["RootFS"]["Layers"]
     old_layers = docker_client.images.get(old["id"]).attrs["RootFS"]["Layers"]
     new_layers = docker_client.images.get(new["id"]).attrs["RootFS"]["Layers"]
     shared = len(base_layers) + 1
-    assert len(old_layers) == len(new_layers) > shared
+    assert len(old_layers) == len(new_layers) == shared + 1
     assert new_layers[:shared] == old_layers[:shared] and new_layers[: len(base_layers)] == base_layers
-    assert not set(new_layers[shared:]) & set(old_layers[shared:])
+    assert new_layers[shared] != old_layers[shared]
 
-    # The new layer holds the new code.
+    # The new layer holds the new code, and the console script runs with the venv's Python.
     code = "import inspect, weather_pipeline.tasks as t; print(inspect.getsource(t.report.func))"
     out = docker_client.containers.run(new["id"], ["python", "-c", code], network_disabled=True, remove=True)
     assert '" | ".join(' in out.decode()
+    out = docker_client.containers.run(new["id"], ["weather-hello"], network_disabled=True, remove=True)
+    assert out.decode().strip() == "hello from /opt/venv/bin/python"
     assert not containers_from(docker_client, new["id"])
 
 
@@ -769,7 +861,7 @@ def test_hatch_build_target_flyte_image(
     # the project's are the very same ones (the engine's cache served them).
     module_layers = docker_client.images.get(weather.image["id"]).attrs["RootFS"]["Layers"]
     layers = built.attrs["RootFS"]["Layers"]
-    assert layers[:-2] == module_layers[:-2] and len(layers) == len(module_layers)
+    assert layers[:-1] == module_layers[:-1] and len(layers) == len(module_layers)
 
 
 def test_hatch_build_image_without_docker_sdk(

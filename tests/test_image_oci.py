@@ -67,10 +67,11 @@ def oci_config(project: Project, **changes: Any) -> Any:
     return replace(project.config.image, backend="oci", **changes)
 
 
-def fake_base(directory: Path, tag: str = "1") -> Path:
+def fake_base(directory: Path, tag: str = "1", extra: tuple[Entry, ...] = ()) -> Path:
     """An OCI layout with a Debian-like filesystem holding a (fake) Python 3.11 and tar."""
     store = L.BlobStore(directory)
     entries = [
+        *extra,
         Entry("/bin", "symlink", target="usr/bin"),
         Entry("/usr/bin/python3", "symlink", target="python3.11"),
         Entry("/usr/bin/python3.11", "file", b"#!fake\n", executable=True),
@@ -255,6 +256,41 @@ def test_build_from_layout_is_reproducible_across_project_copies(
             ["skopeo", "inspect", f"oci:{layout}:0.3.0"], capture_output=True, text=True, check=True
         )
         assert json.loads(out.stdout)["Digest"] == one.digest
+
+
+def test_base_python_read_once_per_set_of_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The base's Python is read from its layers once, then remembered by the layers' digests."""
+    from hatch_flyte.image import basecache
+    from hatch_flyte.image.oci import builder
+
+    # The records in a directory of the test's own; the wheelhouse stays in the default cache.
+    monkeypatch.setattr(basecache, "cache_dir", lambda: tmp_path / "cache")
+    root = copy_example(tmp_path / "p" / "weather_pipeline")
+    (tmp_path / "p" / "dist").mkdir()
+    wheel = build_wheel(root, tmp_path / "p" / "dist", isolation=False)
+    project = load_project(root)
+    base = fake_base(tmp_path / "base")
+    first = build(project, wheel, tmp_path / "out1", monkeypatch, base=f"oci:{base}:1")
+
+    scans: list[int] = []
+
+    def counting_find_python(layers: Any, python: Any, where: str) -> Any:
+        scans.append(len(layers))
+        return find_python(layers, python, where)
+
+    monkeypatch.setattr(builder, "find_python", counting_find_python)
+    again = build(project, wheel, tmp_path / "out2", monkeypatch, base=f"oci:{base}:1")
+    assert scans == [] and again.digest == first.digest  # from the record, and the same image
+
+    # A base with other layers is read, not taken from the record.
+    other = fake_base(tmp_path / "other", extra=(Entry("/etc/marker", "file", b"other\n"),))
+    build(project, wheel, tmp_path / "out3", monkeypatch, base=f"oci:{other}:1")
+    assert scans == [1]
+    # A corrupt record is ignored: the layers are read again.
+    for record in (tmp_path / "cache" / "base-images").iterdir():
+        record.write_text("{not json")
+    build(project, wheel, tmp_path / "out4", monkeypatch, base=f"oci:{base}:1")
+    assert scans == [1, 1]
 
 
 def test_corrupt_layout_base(

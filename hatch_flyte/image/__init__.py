@@ -144,6 +144,7 @@ def plan_image(
         base=base_info.ref,
         base_id=base_info.id,
         python=base_info.python,
+        python_version=base_info.python_version,
         platform=target.platform,
         wheelhouse=wheelhouse,
         project_wheel=wheel,

@@ -12,10 +12,11 @@ import os
 import platform as host_platform
 import tempfile
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import IO, Any
 
 from hatch_flyte.errors import ImageError
-from hatch_flyte.image.dockerfile import BaseInfo, ImagePlan, write_context
+from hatch_flyte.image import basecache
+from hatch_flyte.image.dockerfile import BaseInfo, ImagePlan, write_context, write_deps_context
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,27 @@ def inspect_base(client: Any, ref: str, python: str | None) -> BaseInfo:
     digests = image.attrs.get("RepoDigests") or []
     arch = image.attrs.get("Architecture") or "amd64"
     candidates = [python] if python else ["python3", "python"]
+    found = _cached_python(image.id, candidates) or _probe_python(client, ref, image.id, candidates)
+    return BaseInfo(
+        ref,
+        image.id,
+        _repo_digest(ref, digests) or image.id,
+        found[0],
+        found[1],
+        f"linux/{arch}",
+    )
+
+
+def _probe_python(client: Any, ref: str, image_id: str, candidates: list[str]) -> tuple[str, tuple[int, int]]:
+    """Run each candidate interpreter in a throwaway container; the first that answers wins."""
+    import docker.errors
+
     probe = "import sys; print(sys.version_info[0], sys.version_info[1])"
     errors = []
     for exe in candidates:
         try:
             out = client.containers.run(
-                image.id, [exe, "-c", probe], remove=True, network_disabled=True, entrypoint=[]
+                image_id, [exe, "-c", probe], remove=True, network_disabled=True, entrypoint=[]
             )
         except docker.errors.ContainerError as e:
             errors.append(f"{exe}: {e.stderr.decode(errors='replace').strip() if e.stderr else e}")
@@ -83,19 +99,26 @@ def inspect_base(client: Any, ref: str, python: str | None) -> BaseInfo:
             errors.append(f"{exe}: {e.explanation or e}")
             continue
         major, minor = (int(x) for x in out.decode().split())
-        return BaseInfo(
-            ref,
-            image.id,
-            _repo_digest(ref, digests) or image.id,
-            exe,
-            (major, minor),
-            f"linux/{arch}",
-        )
+        _store_python(image_id, candidates, exe, (major, minor))
+        return exe, (major, minor)
     raise ImageError(
         f"no Python interpreter found in base image {ref!r} "
         f"(tried {', '.join(candidates)}: {'; '.join(errors)}); "
         "set `tool.flyte.image.python` or choose a base image with Python"
     )
+
+
+def _cached_python(image_id: str, candidates: list[str]) -> tuple[str, tuple[int, int]] | None:
+    found = basecache.load("docker-python", [image_id, candidates])
+    try:
+        exe, (major, minor) = str(found["python"]), found["version"]  # type: ignore[index]
+        return (exe, (int(major), int(minor))) if exe in candidates else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _store_python(image_id: str, candidates: list[str], exe: str, version: tuple[int, int]) -> None:
+    basecache.store("docker-python", [image_id, candidates], {"python": exe, "version": list(version)})
 
 
 def _familiar(name: str) -> str:
@@ -124,21 +147,17 @@ def _repo_digest(ref: str, repo_digests: Iterable[str]) -> str | None:
 
 
 def build(client: Any, plan: ImagePlan, ref: str, tags: Iterable[str]) -> str:
-    """Build the image, tag it ``ref`` and each of ``tags``; return the image id."""
+    """Build the image, tag it ``ref`` and each of ``tags``; return the image id.
+
+    The dependency image comes first, unless the engine has it already (found by its tag).
+    """
     import docker.errors
 
-    dockerfile = plan.dockerfile(ref)
+    _ensure_deps_image(client, plan)
     with tempfile.TemporaryFile() as context:
-        write_context(plan, dockerfile, context)
+        write_context(plan, plan.dockerfile(ref), context)
         context.seek(0)
-        try:
-            stream = client.api.build(
-                fileobj=context, custom_context=True, tag=ref, decode=True, rm=True, forcerm=True,
-                network_mode="none", platform=plan.platform, pull=False, use_config_proxy=False,
-            )  # fmt: skip
-            image_id = _consume_build(stream)
-        except docker.errors.APIError as e:
-            raise ImageError(f"the Docker engine rejected the build: {e.explanation or e}") from None
+        image_id = _build(client, context, ref, plan.platform)
     repo, _, _ = ref.rpartition(":")
     for tag in tags:
         if f"{repo}:{tag}" != ref:
@@ -158,6 +177,40 @@ def build(client: Any, plan: ImagePlan, ref: str, tags: Iterable[str]) -> str:
             "cannot cross-build: build on a matching machine or leave `tool.flyte.image.platform` unset"
         )
     return str(image_id)
+
+
+def _ensure_deps_image(client: Any, plan: ImagePlan) -> None:
+    import docker.errors
+
+    ref = plan.deps_ref()
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.APIError as e:
+        raise ImageError(f"the Docker engine cannot look up the image {ref}: {e.explanation or e}") from None
+    else:
+        log.info("dependencies: %s (built before)", ref)
+        return
+    log.info("building the dependency image %s (%d files in the wheelhouse)", ref, len(plan.wheelhouse.files))
+    with tempfile.TemporaryFile() as context:
+        write_deps_context(plan, context)
+        context.seek(0)
+        _build(client, context, ref, plan.platform)
+
+
+def _build(client: Any, context: IO[bytes], tag: str, platform: str) -> str:
+    """One classic-builder build with no network; the built image's id."""
+    import docker.errors
+
+    try:
+        stream = client.api.build(
+            fileobj=context, custom_context=True, tag=tag, decode=True, rm=True, forcerm=True,
+            network_mode="none", platform=platform, pull=False, use_config_proxy=False,
+        )  # fmt: skip
+        return _consume_build(stream)
+    except docker.errors.APIError as e:
+        raise ImageError(f"the Docker engine rejected the build: {e.explanation or e}") from None
 
 
 def _consume_build(stream: Iterable[Mapping[str, Any]]) -> str:

@@ -24,20 +24,15 @@ from typing import Any
 
 from hatch_flyte.config import ImageConfig
 from hatch_flyte.errors import HatchFlyteError, ImageError
-from hatch_flyte.image.dockerfile import IMAGE_ID_ENV, SOURCE_DIR, VENV, BaseInfo
+from hatch_flyte.image import basecache
+from hatch_flyte.image.dockerfile import IMAGE_ID_ENV, SOURCE_DIR, BaseInfo
 from hatch_flyte.image.oci import layout as L
 from hatch_flyte.image.oci.base import BaseImage, load_base
-from hatch_flyte.image.oci.basepython import find_python
-from hatch_flyte.image.oci.layers import (
-    Entry,
-    Layer,
-    install_wheels,
-    staged_entries,
-    venv_skeleton,
-    write_layer,
-)
+from hatch_flyte.image.oci.basepython import BasePython, find_python
+from hatch_flyte.image.oci.layers import Entry, Layer, staged_entries, venv_skeleton, write_layer
 from hatch_flyte.image.oci.layout import OCI_LAYER_GZIP
 from hatch_flyte.image.oci.registry import Registry, credentials_for, parse_reference
+from hatch_flyte.image.venv import VENV, install_wheels
 from hatch_flyte.project import Project
 from hatch_flyte.statcache import cache_dir
 
@@ -114,7 +109,7 @@ def build(
         store = L.BlobStore(layout_dir)
         log.info("reading base image %s (%s)", base_ref, platform)
         base = load_base(base_ref, platform, store, push_registry)
-        base_python = find_python([store.path(d.digest) for d in base.layers], config.python, base_ref)
+        base_python = _base_python(base, store, config.python, base_ref)
         if not base_python.has_tar:
             raise ImageError(
                 f"the base image {base_ref} has no tar, which flyte needs to extract bundles; "
@@ -197,6 +192,20 @@ def build(
         ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _base_python(base: BaseImage, store: L.BlobStore, python: str | None, where: str) -> BasePython:
+    """The base's Python, read from its layers once per set of layers (reading them is most of a
+    code-only rebuild otherwise)."""
+    key = [[d.digest for d in base.layers], python]
+    found = basecache.load("oci-python", key)
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        major, minor = found["version"]  # type: ignore[index]
+        return BasePython(str(found["interpreter"]), (int(major), int(minor)), bool(found["has_tar"]))  # type: ignore[index]
+    result = find_python([store.path(d.digest) for d in base.layers], python, where)
+    doc = {"interpreter": result.interpreter, "version": list(result.version), "has_tar": result.has_tar}
+    basecache.store("oci-python", key, doc)
+    return result
 
 
 def _publish(new: Path, target: Path, work: Path) -> None:
