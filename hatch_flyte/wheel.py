@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from hatch_flyte.atomic import ensure_directory
 from hatch_flyte.errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def build_wheel(project_dir: Path, outdir: Path, *, isolation: bool = True) -> P
     import build as pypa_build
     from build.env import DefaultIsolatedEnv
 
-    tmp = Path(tempfile.mkdtemp(prefix=".hatch-flyte-wheel-", dir=outdir))
+    tmp = Path(tempfile.mkdtemp(prefix=".hatch-flyte-wheel-", dir=ensure_directory(outdir)))
     try:
         try:
             if isolation:

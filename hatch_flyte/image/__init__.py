@@ -24,6 +24,7 @@ from hatch_flyte.image.dockerfile import ImagePlan, oci_labels
 from hatch_flyte.image.wheelhouse import (
     Target,
     build_wheelhouse,
+    check_wheel_fits,
     parse_extra_packages,
     requires_flyte,
     wheel_requirements,
@@ -117,6 +118,7 @@ def plan_image(
     """Everything that makes the image: wheelhouse, labels, Dockerfile inputs."""
     pyproject = str(project.pyproject or project.directory)
     target = Target(base_info.python_version, config.platform or base_info.platform)
+    check_wheel_fits(wheel, target)
     requirements = wheel_requirements(wheel, target) + parse_extra_packages(config.extra_packages, pyproject)
     if not requires_flyte(requirements):
         raise ImageError(

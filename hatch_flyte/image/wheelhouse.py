@@ -20,7 +20,8 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from hatch_flyte.errors import ImageError
 from hatch_flyte.manifest import sha256_file
@@ -110,6 +111,40 @@ def parse_extra_packages(packages: Sequence[str], where: str) -> list[Requiremen
 
 def requires_flyte(requirements: Sequence[Requirement]) -> bool:
     return any(canonicalize_name(r.name) == "flyte" for r in requirements)
+
+
+def supported_tags(target: Target) -> frozenset[Tag]:
+    """The wheel tags that install on ``target`` with a glibc Linux base (PEP 425, 600)."""
+    machine = _ARCH_TAGS.get(target.arch, (target.arch, []))[0]
+    legacy = [f"manylinux{v}_{machine}" for v in ("2014", "2010", "1")]
+    platforms = (
+        [f"manylinux_2_{minor}_{machine}" for minor in range(60, 4, -1)] + legacy + [f"linux_{machine}"]
+    )
+    return frozenset(
+        [
+            *cpython_tags(target.python, platforms=platforms),
+            *compatible_tags(target.python, f"cp{target.python[0]}{target.python[1]}", platforms),
+        ]
+    )
+
+
+def check_wheel_fits(wheel: Path, target: Target) -> None:
+    """Raise a clear error when ``wheel`` (the project's own) cannot run on ``target``.
+
+    The image gets the wheel laid out as is, with no installer in the image to refuse it.
+    """
+    try:
+        tags = parse_wheel_filename(wheel.name)[3]
+    except InvalidWheelFilename as e:
+        raise ImageError(f"{wheel}: not a wheel file name ({e})") from None
+    if tags & supported_tags(target):
+        return
+    major, minor = target.python
+    raise ImageError(
+        f"the project's wheel {wheel.name} does not run on the image's Python {major}.{minor} on "
+        f"{target.platform} (its tags: {', '.join(sorted(str(t) for t in tags))}). Build the wheel for "
+        "that Python and platform, or choose a base image (`tool.flyte.image.base`) that matches it"
+    )
 
 
 def _platform_args(target: Target) -> list[str]:

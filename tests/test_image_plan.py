@@ -1,0 +1,77 @@
+"""Planning an image, whichever backend builds it: does the project's own wheel run on the image?
+
+The wheel is laid out into the image's venv on the host (no pip in the image to refuse it), so a
+wheel for another Python or platform must be refused before anything is built. Expected answers
+follow PEP 425 (a ``py3`` wheel runs on any Python 3, ``abi3`` from an older CPython runs on a newer
+one, a ``cp312`` wheel does not run on 3.11) and PEP 600 (``manylinux_2_17_x86_64`` is an x86_64
+glibc wheel).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from hatch_flyte.errors import ImageError
+from hatch_flyte.image import build_image
+from hatch_flyte.image.wheelhouse import Target, check_wheel_fits
+from hatch_flyte.project import load_project
+from hatch_flyte.wheel import build_wheel
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "example_projects" / "weather_pipeline"
+AMD64_311 = Target((3, 11), "linux/amd64")
+
+
+@pytest.mark.parametrize(
+    ("name", "runs"),
+    [
+        ("p-1.0-py3-none-any.whl", True),
+        ("p-1.0-py311-none-any.whl", True),
+        ("p-1.0-cp311-none-any.whl", True),
+        ("p-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True),
+        ("p-1.0-cp311-cp311-linux_x86_64.whl", True),
+        ("p-1.0-cp38-abi3-manylinux2014_x86_64.whl", True),
+        ("p-1.0-py2-none-any.whl", False),
+        ("p-1.0-cp312-cp312-manylinux_2_17_x86_64.whl", False),
+        ("p-1.0-cp312-abi3-manylinux_2_17_x86_64.whl", False),
+        ("p-1.0-cp311-cp311-manylinux_2_17_aarch64.whl", False),
+        ("p-1.0-cp311-cp311-macosx_11_0_arm64.whl", False),
+        ("p-1.0-cp311-cp311-win_amd64.whl", False),
+    ],
+)
+def test_project_wheel_must_run_on_the_image(name: str, runs: bool) -> None:
+    if runs:
+        check_wheel_fits(Path(name), AMD64_311)
+    else:
+        with pytest.raises(ImageError, match=r"does not run on the image's Python 3\.11 on linux/amd64"):
+            check_wheel_fits(Path(name), AMD64_311)
+
+
+def test_arm64_target() -> None:
+    check_wheel_fits(Path("p-1.0-cp311-cp311-manylinux_2_28_aarch64.whl"), Target((3, 11), "linux/arm64"))
+    with pytest.raises(ImageError):
+        check_wheel_fits(Path("p-1.0-cp311-cp311-manylinux_2_28_x86_64.whl"), Target((3, 11), "linux/arm64"))
+
+
+def test_build_refuses_a_wheel_for_another_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end with the OCI backend (no engine): the error comes before any output."""
+    from test_image_oci import NO_DOCKER, fake_base
+
+    root = tmp_path / "weather_pipeline"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("dist", "__pycache__", "*.egg-info"))
+    wheel = build_wheel(root, tmp_path / "dist", isolation=False)  # creates dist/
+    foreign = wheel.with_name(wheel.name.replace("-py3-none-any", "-cp312-cp312-manylinux_2_17_x86_64"))
+    wheel.rename(foreign)
+    project = load_project(root)
+    base = fake_base(tmp_path / "base")  # Python 3.11
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
+    config = replace(project.config.image, backend="oci", base=f"oci:{base}:1")
+    with pytest.raises(ImageError) as error:
+        build_image(project, foreign, config, output_dir=out)
+    assert foreign.name in str(error.value) and "tool.flyte.image.base" in str(error.value)
+    assert list(out.iterdir()) == []
