@@ -50,7 +50,8 @@ class ImageConfig:
     """``[tool.flyte.image]``: the full-build image (code baked in, no fast registration)."""
 
     backend: str = "docker"
-    #: Base image reference; default: ``python:<X.Y>-slim-bookworm`` for the building Python.
+    #: Base image reference; default: ``python:<X.Y>-slim-bookworm`` for the building Python (or the
+    #: oldest series the project's ``Requires-Python`` allows).
     base: str | None = None
     registry: str | None = None
     #: Repository name; default: the project name.
@@ -69,6 +70,8 @@ class ImageConfig:
     extra_packages: tuple[str, ...] = ()
     #: A pip constraints/requirements file (project-relative) pinning the image's dependencies.
     constraints: str | None = None
+    #: Pin the image's dependencies to the project's pylock.toml or uv.lock (unless ``constraints``).
+    lock: bool = True
 
 
 @dataclass(frozen=True)
@@ -343,4 +346,5 @@ _IMAGE_KEYS: dict[str, tuple[str, Validator]] = {
     "source": ("source", _Checker.boolean),
     "extra-packages": ("extra_packages", _Checker.string_list),
     "constraints": ("constraints", _Checker.project_path),
+    "lock": ("lock", _Checker.boolean),
 }

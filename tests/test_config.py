@@ -419,3 +419,82 @@ def test_as_compression() -> None:
     assert as_compression("compatible") == "compatible"
     with pytest.raises(ValueError):
         as_compression("fastest")
+
+
+# --- [tool.flyte.image] ------------------------------------------------------------------------
+
+
+def test_image_defaults_and_every_key(tmp_path: Path) -> None:
+    from hatch_flyte.config import ImageConfig
+
+    (tmp_path / "constraints.txt").write_text("")
+    assert load_config(pyproject(tmp_path, "[tool.flyte]\n")).image == ImageConfig()
+    assert ImageConfig().lock is True and ImageConfig().workdir == "/root"
+    config = load_config(
+        pyproject(
+            tmp_path,
+            """
+            [tool.flyte.image]
+            backend = "oci"
+            base = "python:3.12-slim"
+            registry = "ghcr.io/acme"
+            name = "weather"
+            tags = ["latest", "v1.2_3"]
+            platform = "linux/arm64"
+            push = true
+            python = "/usr/local/bin/python3"
+            env = { B = "2", A_1 = "x y" }
+            workdir = "/srv"
+            source = true
+            extra-packages = ["pandas>=2"]
+            constraints = "constraints.txt"
+            lock = false
+            """,
+        )
+    ).image
+    assert config == ImageConfig(
+        backend="oci", base="python:3.12-slim", registry="ghcr.io/acme", name="weather",
+        tags=("latest", "v1.2_3"), platform="linux/arm64", push=True, python="/usr/local/bin/python3",
+        env=(("A_1", "x y"), ("B", "2")), workdir="/srv", source=True, extra_packages=("pandas>=2",),
+        constraints="constraints.txt", lock=False,
+    )  # fmt: skip
+
+
+def test_image_problems_all_at_once(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        """
+        [tool.flyte.image]
+        backend = "podman"
+        tags = ["ok", "-bad", "has space"]
+        platform = "windows/amd64"
+        push = "yes"
+        env = { "1BAD" = "x", GOOD = 1 }
+        workdir = "relative/dir"
+        lock = "no"
+        constraints = "../outside.txt"
+        extra-packages = "pandas"
+        pushh = true
+        """,
+    )
+    keys = [p.split("`")[1] for p in problems]
+    assert sorted(keys) == sorted(
+        [
+            "tool.flyte.image.backend",
+            "tool.flyte.image.tags[1]",
+            "tool.flyte.image.tags[2]",
+            "tool.flyte.image.platform",
+            "tool.flyte.image.push",
+            "tool.flyte.image.env.1BAD",
+            "tool.flyte.image.env.GOOD",
+            "tool.flyte.image.workdir",
+            "tool.flyte.image.lock",
+            "tool.flyte.image.constraints",
+            "tool.flyte.image.extra-packages",
+            "tool.flyte.image.pushh",
+        ]
+    ), problems
+    by_key = dict(zip(keys, problems, strict=True))
+    assert "did you mean `push`?" in by_key["tool.flyte.image.pushh"]
+    assert "'linux/amd64'" in by_key["tool.flyte.image.platform"]
+    assert "absolute path" in by_key["tool.flyte.image.workdir"]

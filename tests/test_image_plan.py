@@ -75,3 +75,24 @@ def test_build_refuses_a_wheel_for_another_python(tmp_path: Path, monkeypatch: p
         build_image(project, foreign, config, output_dir=out)
     assert foreign.name in str(error.value) and "tool.flyte.image.base" in str(error.value)
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("requires_python", "building", "expected"),
+    [
+        (None, (3, 11), "python:3.11-slim-bookworm"),
+        (">=3.10", (3, 11), "python:3.11-slim-bookworm"),
+        (">=3.12", (3, 11), "python:3.12-slim-bookworm"),  # the oldest series the project allows
+        ("<3.11", (3, 12), "python:3.9-slim-bookworm"),
+        (">=3.11.4,<3.12", (3, 11), "python:3.11-slim-bookworm"),  # the image has the newest 3.11
+        ("~=3.13.0", (3, 10), "python:3.13-slim-bookworm"),
+        (">=4", (3, 11), "python:3.11-slim-bookworm"),  # nothing fits: the building Python's
+        ("not a specifier", (3, 11), "python:3.11-slim-bookworm"),
+    ],
+)
+def test_default_base_matches_the_projects_python(
+    requires_python: str | None, building: tuple[int, int], expected: str
+) -> None:
+    from hatch_flyte.image import default_base
+
+    assert default_base(requires_python, building) == expected

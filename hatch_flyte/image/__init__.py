@@ -18,9 +18,12 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
 from hatch_flyte.config import ImageConfig
 from hatch_flyte.errors import ImageError
 from hatch_flyte.image.dockerfile import ImagePlan, oci_labels
+from hatch_flyte.image.lock import find_lock, read_pins
 from hatch_flyte.image.wheelhouse import (
     Target,
     build_wheelhouse,
@@ -71,9 +74,26 @@ class ImageResult:
         }
 
 
-def default_base(python: tuple[int, int] | None = None) -> str:
-    major, minor = python or sys.version_info[:2]
-    return f"python:{major}.{minor}-slim-bookworm"
+#: CPython series with official ``python:3.X-slim-bookworm`` images.
+_SLIM_SERIES = tuple((3, minor) for minor in range(9, 15))
+
+
+def default_base(requires_python: str | None = None, python: tuple[int, int] | None = None) -> str:
+    """``python:3.X-slim-bookworm`` for the building Python (``python``, default: this one), or, when
+    the project's ``Requires-Python`` excludes it, for the oldest series that it allows."""
+    series = python or (sys.version_info[0], sys.version_info[1])
+    try:
+        allowed = SpecifierSet(requires_python or "")
+    except InvalidSpecifier:
+        allowed = SpecifierSet()
+
+    def fits(candidate: tuple[int, int]) -> bool:
+        # The image brings the series' newest patch release.
+        return allowed.contains(f"{candidate[0]}.{candidate[1]}.99", prereleases=True)
+
+    if not fits(series):
+        series = next((c for c in _SLIM_SERIES if fits(c)), series)
+    return f"python:{series[0]}.{series[1]}-slim-bookworm"
 
 
 def _source_date_epoch() -> int:
@@ -98,7 +118,8 @@ def _wheel_metadata(wheel: Path) -> dict[str, str]:
         name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         message = BytesParser().parsebytes(zf.read(name))
     return {
-        k: str(message.get(k) or "") for k in ("Name", "Version", "Summary", "License-Expression", "License")
+        k: str(message.get(k) or "")
+        for k in ("Name", "Version", "Summary", "License-Expression", "License", "Requires-Python")
     }
 
 
@@ -130,7 +151,13 @@ def plan_image(
         raise ImageError(
             f"{pyproject}: `tool.flyte.image.constraints` = {config.constraints!r} does not exist"
         )
-    wheelhouse = build_wheelhouse(requirements, target, constraints)
+    pins: list[str] = []
+    lock = find_lock(project.directory) if constraints is None and config.lock else None
+    if lock is not None:
+        locked = read_pins(lock, target.marker_environment(), project.name)
+        pins = locked.lines()
+        log.info("image dependencies pinned by %s (%d packages)", lock.name, len(pins))
+    wheelhouse = build_wheelhouse(requirements, target, constraints, pins)
     meta = _wheel_metadata(wheel)
     labels = oci_labels(
         created_epoch=_source_date_epoch(),
@@ -182,7 +209,7 @@ def build_image(
     from hatch_flyte.image import docker_backend
 
     client = docker_backend.connect()
-    base_ref = config.base or default_base()
+    base_ref = config.base or default_base(_wheel_metadata(wheel)["Requires-Python"])
     base_info = docker_backend.inspect_base(client, base_ref, config.python)
     if config.platform is None:
         base_info = _with_platform(base_info, docker_backend.engine_platform(client))

@@ -163,22 +163,30 @@ def _platform_args(target: Target) -> list[str]:
 
 
 def build_wheelhouse(
-    requirements: Sequence[Requirement], target: Target, constraints: Path | None = None
+    requirements: Sequence[Requirement],
+    target: Target,
+    constraints: Path | None = None,
+    pins: Sequence[str] = (),
 ) -> Wheelhouse:
-    """Download wheels for ``requirements`` (and pip itself) for ``target``, cached by inputs."""
+    """Download wheels for ``requirements`` (and pip itself) for ``target``, cached by inputs.
+
+    ``constraints`` is a pip constraints file; ``pins`` are constraint lines of the project's lock.
+    """
     lines = [*sorted({str(r) for r in requirements}), "pip"]
     key = hashlib.sha256()
     key.update("\n".join(lines).encode())
     key.update(f"\n{target.python}\n{target.platform}\n".encode())
     if constraints is not None:
         key.update(constraints.read_bytes())
+    if pins:
+        key.update(("\0pins\n" + "\n".join(pins)).encode())
     base = cache_dir()
     root = (
         base / "wheelhouses" if base is not None else Path(tempfile.gettempdir()) / "hatch-flyte-wheelhouses"
     )
     directory = root / key.hexdigest()[:32]
     if not (directory / REQUIREMENTS).is_file():
-        _download(lines, target, constraints, directory)
+        _download(lines, target, constraints, pins, directory)
     files = tuple(sorted((p.name, sha256_file(p)) for p in directory.iterdir() if p.is_file()))
     pip_wheel = next((name for name, _ in files if name.startswith("pip-") and name.endswith(".whl")), None)
     if pip_wheel is None:
@@ -186,9 +194,12 @@ def build_wheelhouse(
     return Wheelhouse(directory, files, pip_wheel)
 
 
-def _download(lines: list[str], target: Target, constraints: Path | None, directory: Path) -> None:
+def _download(
+    lines: list[str], target: Target, constraints: Path | None, pins: Sequence[str], directory: Path
+) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".wheelhouse-", dir=directory.parent))
+    pin_file = directory.parent / f"{tmp.name}.pins.txt"
     try:
         req_file = tmp / REQUIREMENTS
         req_file.write_text("\n".join(lines) + "\n")
@@ -196,6 +207,10 @@ def _download(lines: list[str], target: Target, constraints: Path | None, direct
         cmd += [*_platform_args(target), "-r", str(req_file)]
         if constraints is not None:
             cmd += ["-c", str(constraints)]
+        if pins:
+            # Beside the wheels, not in the wheelhouse: only requirements.txt and wheels go there.
+            pin_file.write_text("\n".join(pins) + "\n")
+            cmd += ["-c", str(pin_file)]
         log.info("resolving the image's dependencies for Python %d.%d on %s", *target.python, target.platform)
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
         if "No module named pip" in proc.stderr:
@@ -206,15 +221,22 @@ def _download(lines: list[str], target: Target, constraints: Path | None, direct
             )
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
+            hint = (
+                "; the project's lock pins versions too: if it is stale, lock again or set "
+                "`tool.flyte.image.lock = false`"
+                if pins
+                else ""
+            )
             raise ImageError(
                 "cannot resolve the image's dependencies into a wheelhouse for Python "
                 f"{target.python[0]}.{target.python[1]} on {target.platform} "
-                f"(every dependency needs a wheel for that platform):\n{tail}"
+                f"(every dependency needs a wheel for that platform{hint}):\n{tail}"
             )
         if directory.exists():
             shutil.rmtree(tmp)  # another build made it meanwhile
             return
         tmp.rename(directory)
     finally:
+        pin_file.unlink(missing_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

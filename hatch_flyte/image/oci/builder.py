@@ -91,7 +91,7 @@ def build(
         raise ImageError(str(e)) from None
     epoch = _source_date_epoch()
     platform = config.platform or host_platform_name()
-    base_ref = config.base or default_base()
+    base_ref = config.base or default_base(_wheel_metadata(wheel)["Requires-Python"])
     repo = repository(project, config)
     target = parse_reference(f"{repo}:x")
     push_registry = target.registry
