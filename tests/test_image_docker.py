@@ -223,6 +223,23 @@ def containers_from(client: docker.DockerClient, image: str) -> set[str]:
     return {c.id for c in client.containers.list(all=True, filters={"ancestor": image})}
 
 
+def build_derived_image(client: Any, base: str, tag: str, *instructions: str) -> None:
+    """``FROM base`` plus ``instructions``, built with no network and tagged ``tag`` (never pushed)."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        dockerfile = "\n".join([f"FROM {base}", *instructions, ""]).encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    context.seek(0)
+    stream = client.api.build(
+        fileobj=context, custom_context=True, tag=tag, decode=True, rm=True, forcerm=True,
+        network_mode="none",
+    )  # fmt: skip
+    errors = [chunk for chunk in stream if "error" in chunk]
+    assert not errors, errors
+
+
 def history(client: docker.DockerClient, image_id: str) -> list[tuple[str, str]]:
     """``docker history``, oldest step first: (intermediate image id, instruction)."""
     return [(h["Id"], h["CreatedBy"]) for h in reversed(client.api.history(image_id))]
@@ -483,23 +500,7 @@ def test_base_python_probed_once_per_image_id(
     monkeypatch.setattr(basecache, "cache_dir", lambda: tmp_path / "cache")
     # Another image id with the same filesystem: a label on top of the base (tagged, never pushed).
     other = f"{engine.registry}/{engine.new_name('probe-base')}:1"
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        dockerfile = f"FROM {engine.base}\nLABEL io.github.hatch-flyte.test=probe-cache\n".encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    context.seek(0)
-    stream = docker_client.api.build(
-        fileobj=context,
-        custom_context=True,
-        tag=other,
-        decode=True,
-        rm=True,
-        forcerm=True,
-        network_mode="none",
-    )
-    assert not [chunk for chunk in stream if "error" in chunk]
+    build_derived_image(docker_client, engine.base, other, "LABEL io.github.hatch-flyte.test=probe-cache")
 
     def probe(image: str, python: str | None = None) -> tuple[Any, int]:
         """inspect_base(image), and how many containers the engine created from the image meanwhile."""
@@ -799,6 +800,22 @@ def test_dependency_that_does_not_exist(
     err = _failed(hatch_flyte_build(engine, weather_copy, ok=False), weather_copy)
     assert "cannot resolve the image's dependencies into a wheelhouse" in err
     assert "definitely-not-a-real-package-xyz" in err
+
+
+def test_install_step_failing_in_the_engine(
+    engine: Engine, weather_copy: Path, docker_client: Any, no_leftover_containers: None
+) -> None:
+    """A base without tar passes the host's checks; the dependency image's RUN refuses it. The build
+    fails with that message, removes its containers and tags no dependency image."""
+    no_tar = f"{engine.registry}/{engine.new_name('no-tar-base')}:1"
+    build_derived_image(docker_client, engine.base, no_tar, "RUN rm -f /usr/bin/tar /bin/tar")
+    pyproject = weather_copy / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(f'base = "{engine.base}"', f'base = "{no_tar}"'))
+    deps_before = deps_images(docker_client)
+    err = _failed(hatch_flyte_build(engine, weather_copy, ok=False), weather_copy)
+    assert "the image build failed" in err
+    assert "the base image has no tar, which flyte needs to extract bundles" in err
+    assert deps_images(docker_client) == deps_before
 
 
 def test_project_without_flyte(engine: Engine, weather_copy: Path, no_leftover_containers: None) -> None:
