@@ -16,6 +16,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def _peak_rss_kb() -> int:
@@ -35,12 +36,12 @@ def _peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
 
 
-def _ours(spec: dict) -> Callable[[], dict]:
+def _ours(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     from pathlib import Path
 
     from hatch_flyte.bundle import BundleOptions, build
 
-    def run() -> dict:
+    def run() -> dict[str, Any]:
         bundle = build(Path(spec["root"]), Path(spec["out"]), BundleOptions(compression=spec["compression"]))
         return {
             "path": str(bundle.path),
@@ -54,7 +55,7 @@ def _ours(spec: dict) -> Callable[[], dict]:
     return run
 
 
-def _flyte(spec: dict) -> Callable[[], dict]:
+def _flyte(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     import asyncio
     import os
     from pathlib import Path
@@ -63,7 +64,7 @@ def _flyte(spec: dict) -> Callable[[], dict]:
     import flyte.remote  # build_code_bundle imports it on its first call: count it as import
     from flyte._code_bundle.bundle import build_code_bundle
 
-    def run() -> dict:
+    def run() -> dict[str, Any]:
         bundle = asyncio.run(
             build_code_bundle(
                 Path(spec["root"]), dryrun=True, copy_bundle_to=Path(spec["out"]), copy_style="all"

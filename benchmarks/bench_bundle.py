@@ -391,10 +391,10 @@ class Variant:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def best(self, metric: str) -> float:
-        return min(r[metric] for r in self.runs)
+        return float(min(r[metric] for r in self.runs))
 
     def peak_mb(self, metric: str = "rss_kb") -> float:
-        return max(r[metric] for r in self.runs) / 1024
+        return float(max(r[metric] for r in self.runs)) / 1024
 
 
 def run_one(

@@ -47,10 +47,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from _images import (
+    CHANGES,
+    change_code,
+    clear_bench_images,
+    engine_facts,
+    fresh_base,
+    inspect_base_unremembered,
+    setting,
+)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 EXAMPLES = REPO / "example_projects"
-ENV_FILE = REPO / ".ci" / ".docker-env"
 DEFAULT_WORKDIR = HERE / ".work" / "image"
 BIN = Path(sys.executable).parent
 TARGET_RATIO = 5.0
@@ -67,31 +76,9 @@ GIT_ENV = {
     "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
     "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
 }
-#: The task module whose body changes, and the change (``{n}`` numbers each rebuild).
-CHANGES = {
-    "weather_pipeline": (
-        "src/weather_pipeline/tasks.py",
-        r'return "[^"]*"\.join\(',
-        'return " |{n}| ".join(',
-    ),
-}
 
 
 # --- environment ---------------------------------------------------------------------------------
-
-
-def setting(name: str) -> str | None:
-    """``name`` from the environment, else from ``.ci/.docker-env`` (KEY=VALUE lines)."""
-    if os.environ.get(name):
-        return os.environ[name]
-    try:
-        for line in ENV_FILE.read_text().splitlines():
-            key, sep, value = line.strip().partition("=")
-            if sep and key.strip() == name and not key.startswith("#"):
-                return value.strip() or None
-    except FileNotFoundError:
-        pass
-    return None
 
 
 def connect() -> Any:
@@ -104,75 +91,6 @@ def connect() -> Any:
 
 
 # --- engine housekeeping -------------------------------------------------------------------------
-
-
-def descendants(client: Any, roots: set[str]) -> list[str]:
-    """Ids of the images built on ``roots`` (roots included), children before parents."""
-    children: dict[str, list[str]] = {}
-    for image in client.images.list(all=True):
-        parent = image.attrs.get("Parent") or ""
-        if parent:
-            children.setdefault(parent, []).append(image.id)
-    order: list[str] = []
-    depth: dict[str, int] = {}
-    stack = [(root, 0) for root in roots]
-    while stack:
-        image_id, d = stack.pop()
-        if depth.get(image_id, -1) >= d:
-            continue
-        depth[image_id] = d
-        order.append(image_id)
-        stack.extend((child, d + 1) for child in children.get(image_id, ()))
-    return sorted(set(order), key=lambda i: -depth[i])
-
-
-def remove(client: Any, image_ids: list[str]) -> int:
-    import docker.errors
-
-    removed = 0
-    for image_id in image_ids:
-        try:
-            client.images.remove(image_id, force=True)
-            removed += 1
-        except docker.errors.NotFound:
-            pass  # went with a child (untagged parents are pruned with it)
-        except docker.errors.APIError as e:
-            print(f"  note: could not remove {image_id[:19]}: {e.explanation or e}")
-    return removed
-
-
-def clear_bench_images(client: Any, repo: str | None = None) -> int:
-    """Remove what earlier runs left: the project's tags, then everything built on a bench base."""
-    removed = 0
-    if repo is not None:
-        removed += remove(client, [image.id for image in client.images.list(name=repo)])
-    bases = {image.id for image in client.images.list(all=True, filters={"label": BENCH_LABEL})}
-    bases |= {image.id for image in client.images.list(name=BENCH_BASE_REPO)}
-    removed += remove(client, descendants(client, bases))
-    return removed
-
-
-def fresh_base(client: Any, base: str, run_id: str) -> str:
-    """``base`` under a new image id, so that no build cache entry of another image applies."""
-    import io
-    import tarfile
-
-    dockerfile = f'FROM {base}\nLABEL {BENCH_LABEL}="{run_id}"\n'.encode()
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    context.seek(0)
-    tag = f"{BENCH_BASE_REPO}:{run_id}"
-    stream = client.api.build(
-        fileobj=context, custom_context=True, tag=tag, decode=True, rm=True, forcerm=True,
-        network_mode="none", pull=False, use_config_proxy=False,
-    )  # fmt: skip
-    for chunk in stream:
-        if "error" in chunk:
-            raise SystemExit(f"cannot derive the bench base from {base}: {chunk['error']}")
-    return tag
 
 
 # --- the project copy ----------------------------------------------------------------------------
@@ -195,15 +113,6 @@ def prepare_project(name: str, workdir: Path, base: str, repo: str) -> Path:
     return target
 
 
-def change_code(project: Path, n: int) -> None:
-    rel, pattern, new = CHANGES[project.name]
-    path = project / rel
-    text, count = re.subn(pattern, new.format(n=n), path.read_text(), count=1)
-    if not count:
-        raise SystemExit(f"{path}: {pattern!r} not found; cannot make a code-only change")
-    path.write_text(text)
-
-
 def warm_wheelhouse(project_dir: Path, base: str) -> dict[str, Any]:
     """Resolve the image's wheelhouse now (downloading it if needed), outside the measurements."""
     from hatch_flyte.image import docker_backend as backend
@@ -215,13 +124,7 @@ def warm_wheelhouse(project_dir: Path, base: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         wheel = build_wheel(project_dir, Path(tmp), isolation=False)
         client = backend.connect()
-        # Not cached: the first build must find the base's Python itself, as a first build on a new
-        # base does (a container run, seconds on vfs).
-        os.environ["HATCH_FLYTE_NO_CACHE"] = "1"
-        try:
-            info = backend.inspect_base(client, base, project.config.image.python)
-        finally:
-            del os.environ["HATCH_FLYTE_NO_CACHE"]
+        info = inspect_base_unremembered(client, base, project.config.image.python)
         info = replace(info, platform=project.config.image.platform or backend.engine_platform(client))
         started, wall = time.perf_counter(), time.time()
         plan = plan_image(project, wheel, project.config.image, info)
@@ -300,24 +203,6 @@ def build(project: Path, label: str, env: dict[str, str]) -> Run:
 # --- report --------------------------------------------------------------------------------------
 
 
-def engine_facts(client: Any) -> str:
-    info = client.info()
-    return (
-        f"Docker {info.get('ServerVersion')} ({info.get('Driver')} storage{data_root_fs(info)}), "
-        f"{info.get('NCPU')} CPUs, {info.get('MemTotal', 0) / (1 << 30):.0f} GiB"
-    )
-
-
-def data_root_fs(info: dict[str, Any]) -> str:
-    """`` on <filesystem>`` of the engine's data root when it is on this machine: with vfs, whether
-    its per-step copies of the root filesystem go to a disk or stay in memory sets the scale."""
-    root = info.get("DockerRootDir") or ""
-    if not root or not Path(root).is_dir():
-        return ""
-    out = subprocess.run(["stat", "-f", "-c", "%T", root], capture_output=True, text=True, check=False)
-    return f" on {out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else ""
-
-
 def row(run: Run) -> str:
     return (
         f"{run.label:<28}{run.total_s:>9.1f}{run.before_engine_s:>10.1f}{run.engine_s:>10.1f}"
@@ -355,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"engine: {engine_facts(client)}; Python {platform.python_version()}; load {os.getloadavg()[0]:.2f}"
     )
-    removed = clear_bench_images(client, repo)
+    tagged, built = clear_bench_images(client, repo, BENCH_LABEL, BENCH_BASE_REPO)
+    removed = tagged + built
     print(f"engine cache: removed {removed} image(s) left by earlier runs of this benchmark")
-    bench_base = fresh_base(client, base, run_id)
+    bench_base = fresh_base(client, base, run_id, BENCH_LABEL, BENCH_BASE_REPO)
     base_id = client.images.get(bench_base).id
     print(f"engine cache: cold for this run: fresh base {bench_base} (id {base_id[:19]})")
     project = prepare_project(args.project, workdir, bench_base, repo)
@@ -449,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if args.check and failed else 0
     finally:
         if not args.keep:
-            clear_bench_images(client, repo)
+            clear_bench_images(client, repo, BENCH_LABEL, BENCH_BASE_REPO)
         client.close()
 
 

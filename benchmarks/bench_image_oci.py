@@ -54,44 +54,31 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from _images import (
+    CHANGES,
+    change_code,
+    clear_bench_images,
+    engine_facts,
+    fresh_base,
+    inspect_base_unremembered,
+    setting,
+)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 EXAMPLES = REPO / "example_projects"
-ENV_FILE = REPO / ".ci" / ".docker-env"
 TARGET_RATIO = 3.0
 EPOCH = "1700000000"
 BENCH_REPO_PREFIX = "hatch-flyte-bench-oci/"
 #: The docker backend's base: the test base under a new id, labelled, in this repository.
 BENCH_BASE_REPO = "hatch-flyte-bench-oci/base"
 BENCH_LABEL = "io.github.hatch-flyte.bench-oci"
-#: The task module whose body changes, and the change (``{n}`` numbers each rebuild).
-CHANGES = {
-    "weather_pipeline": (
-        "src/weather_pipeline/tasks.py",
-        r'return "[^"]*"\.join\(',
-        'return " |{n}| ".join(',
-    ),
-}
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 )
 
 
 # --- environment ---------------------------------------------------------------------------------
-
-
-def setting(name: str) -> str | None:
-    """``name`` from the environment, else from ``.ci/.docker-env`` (KEY=VALUE lines)."""
-    if os.environ.get(name):
-        return os.environ[name]
-    try:
-        for line in ENV_FILE.read_text().splitlines():
-            key, sep, value = line.strip().partition("=")
-            if sep and key.strip() == name and not key.startswith("#"):
-                return value.strip() or None
-    except FileNotFoundError:
-        pass
-    return None
 
 
 def default_cache_dir() -> Path:
@@ -128,75 +115,6 @@ def ensure_registry_base(client: Any, base: str, registry: str) -> str:
 # --- engine housekeeping -------------------------------------------------------------------------
 
 
-def descendants(client: Any, roots: set[str]) -> list[str]:
-    """Ids of the images built on ``roots`` (roots included), children before parents."""
-    children: dict[str, list[str]] = {}
-    for image in client.images.list(all=True):
-        parent = image.attrs.get("Parent") or ""
-        if parent:
-            children.setdefault(parent, []).append(image.id)
-    depth: dict[str, int] = {}
-    stack = [(root, 0) for root in roots]
-    while stack:
-        image_id, d = stack.pop()
-        if depth.get(image_id, -1) >= d:
-            continue
-        depth[image_id] = d
-        stack.extend((child, d + 1) for child in children.get(image_id, ()))
-    return sorted(depth, key=lambda i: -depth[i])
-
-
-def remove(client: Any, image_ids: list[str]) -> int:
-    import docker.errors
-
-    removed = 0
-    for image_id in image_ids:
-        try:
-            client.images.remove(image_id, force=True)
-            removed += 1
-        except docker.errors.NotFound:
-            pass  # went with a child (untagged parents are pruned with it)
-        except docker.errors.APIError as e:
-            print(f"  note: could not remove {image_id[:19]}: {e.explanation or e}")
-    return removed
-
-
-def clear_bench_images(client: Any, repo: str) -> tuple[int, int]:
-    """Remove the project's images (its tags), then everything built on a bench base: the dependency
-    stages the builds left dangling included. Images of anything else on the engine stay."""
-    tagged = remove(client, sorted({image.id for image in client.images.list(name=repo)}))
-    bases = {image.id for image in client.images.list(all=True, filters={"label": BENCH_LABEL})}
-    bases |= {image.id for image in client.images.list(name=BENCH_BASE_REPO)}
-    return tagged, remove(client, descendants(client, bases))
-
-
-def fresh_base(client: Any, base: str, run_id: str) -> str:
-    """``base`` under a new image id (``FROM base`` + a label: no new layer, the same filesystem).
-
-    The classic builder keys its cache on the parent image id: no cache entry of another image on
-    this engine (the tests' weather_pipeline images share every dependency step) can serve a build
-    on it, and nothing but this benchmark's images has to be removed to make the cache cold."""
-    import io
-    import tarfile
-
-    dockerfile = f'FROM {base}\nLABEL {BENCH_LABEL}="{run_id}"\n'.encode()
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    context.seek(0)
-    tag = f"{BENCH_BASE_REPO}:{run_id}"
-    stream = client.api.build(
-        fileobj=context, custom_context=True, tag=tag, decode=True, rm=True, forcerm=True,
-        network_mode="none", pull=False, use_config_proxy=False,
-    )  # fmt: skip
-    for chunk in stream:
-        if "error" in chunk:
-            raise SystemExit(f"cannot derive the bench base from {base}: {chunk['error']}")
-    return tag
-
-
 # --- the project copies --------------------------------------------------------------------------
 
 
@@ -208,15 +126,6 @@ def prepare_project(name: str, dest: Path, backend: str, base: str, repo: str) -
     with (target / "pyproject.toml").open("a") as f:
         f.write(f'\n[tool.flyte.image]\nbackend = "{backend}"\nbase = "{base}"\nname = "{repo}"\n')
     return target
-
-
-def change_code(project: Path, n: int) -> None:
-    rel, pattern, new = CHANGES[project.name]
-    path = project / rel
-    text, count = re.subn(pattern, new.format(n=n), path.read_text(), count=1)
-    if not count:
-        raise SystemExit(f"{path}: {pattern!r} not found; cannot make a code-only change")
-    path.write_text(text)
 
 
 def make_wheel(project: Path) -> Path:
@@ -244,12 +153,7 @@ def warm_wheelhouse(project_dir: Path, wheel: Path, client: Any, base: str) -> d
     from hatch_flyte.project import load_project
 
     project = load_project(project_dir)
-    # Not cached: the docker first build must find the base's Python itself (a container run).
-    os.environ["HATCH_FLYTE_NO_CACHE"] = "1"
-    try:
-        info = docker_backend.inspect_base(client, base, project.config.image.python)
-    finally:
-        del os.environ["HATCH_FLYTE_NO_CACHE"]
+    info = inspect_base_unremembered(client, base, project.config.image.python)
     info = replace(info, platform=project.config.image.platform or docker_backend.engine_platform(client))
     started, wall = time.perf_counter(), time.time()
     plan = plan_image(project, wheel, project.config.image, info)
@@ -375,14 +279,6 @@ def run_build(label: str, backend: str, project: Path, env: dict[str, str]) -> R
 # --- report --------------------------------------------------------------------------------------
 
 
-def engine_facts(client: Any) -> str:
-    info = client.info()
-    return (
-        f"Docker {info.get('ServerVersion')} ({info.get('Driver')} storage, classic builder), "
-        f"{info.get('NCPU')} CPUs, {info.get('MemTotal', 0) / (1 << 30):.0f} GiB"
-    )
-
-
 def detail(run: Run) -> str:
     if run.backend == "docker":
         return f"{run.executed} steps run, {run.cached} from the engine's cache"
@@ -435,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"hatch-flyte image benchmark, oci against docker backend: {args.project}")
     print(f"engine: {engine_facts(client)}; Python {platform.python_version()}")
-    tagged, built = clear_bench_images(client, repo)
-    bench_base = fresh_base(client, base, run_id)
+    tagged, built = clear_bench_images(client, repo, BENCH_LABEL, BENCH_BASE_REPO)
+    bench_base = fresh_base(client, base, run_id, BENCH_LABEL, BENCH_BASE_REPO)
     base_id = client.images.get(bench_base).id
     print(
         f"engine cache: removed {tagged} image(s) of {repo} and {built} image(s) built on earlier runs' "
@@ -567,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if args.check and failed else 0
     finally:
         if not args.keep:
-            clear_bench_images(client, repo)
+            clear_bench_images(client, repo, BENCH_LABEL, BENCH_BASE_REPO)
             shutil.rmtree(workdir, ignore_errors=True)
         client.close()
 
