@@ -240,6 +240,20 @@ def build_derived_image(client: Any, base: str, tag: str, *instructions: str) ->
     assert not errors, errors
 
 
+def built_on(client: docker.DockerClient, image_id: str) -> list[str]:
+    """Ids of the images whose parent chain reaches ``image_id``, children before their parents."""
+    parents = {image.id: image.attrs.get("Parent") or "" for image in client.images.list(all=True)}
+
+    def depth(i: str) -> int:
+        d = 0
+        while i and i != image_id:
+            i, d = parents.get(i, ""), d + 1
+        return d if i == image_id else -1
+
+    found = [(depth(i), i) for i in parents if i != image_id]
+    return [i for d, i in sorted(found, reverse=True) if d > 0]
+
+
 def history(client: docker.DockerClient, image_id: str) -> list[tuple[str, str]]:
     """``docker history``, oldest step first: (intermediate image id, instruction)."""
     return [(h["Id"], h["CreatedBy"]) for h in reversed(client.api.history(image_id))]
@@ -812,10 +826,15 @@ def test_install_step_failing_in_the_engine(
     pyproject = weather_copy / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace(f'base = "{engine.base}"', f'base = "{no_tar}"'))
     deps_before = deps_images(docker_client)
-    err = _failed(hatch_flyte_build(engine, weather_copy, ok=False), weather_copy)
-    assert "the image build failed" in err
-    assert "the base image has no tar, which flyte needs to extract bundles" in err
-    assert deps_images(docker_client) == deps_before
+    try:
+        err = _failed(hatch_flyte_build(engine, weather_copy, ok=False), weather_copy)
+        assert "the image build failed" in err
+        assert "the base image has no tar, which flyte needs to extract bundles" in err
+        assert deps_images(docker_client) == deps_before
+    finally:
+        # The steps before the failing one stay in the engine's cache as children of the base, which
+        # then cannot be removed by its name at the module's end: remove them first.
+        remove_images(docker_client, ids=built_on(docker_client, docker_client.images.get(no_tar).id))
 
 
 def test_project_without_flyte(engine: Engine, weather_copy: Path, no_leftover_containers: None) -> None:
