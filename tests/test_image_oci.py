@@ -16,6 +16,7 @@ import os
 import shutil
 import socketserver
 import subprocess
+import sys
 import tarfile
 import threading
 import urllib.request
@@ -31,12 +32,7 @@ from hatch_flyte.image import ImageResult, build_image
 from hatch_flyte.image.oci import layout as L
 from hatch_flyte.image.oci.basepython import find_python
 from hatch_flyte.image.oci.layers import Entry, write_layer
-from hatch_flyte.image.oci.registry import (
-    Registry,
-    credentials_for,
-    is_insecure,
-    parse_reference,
-)
+from hatch_flyte.image.oci.registry import Registry, is_insecure, parse_reference
 from hatch_flyte.project import Project, load_project
 from hatch_flyte.wheel import build_wheel
 
@@ -136,22 +132,6 @@ def test_insecure_registries(monkeypatch: pytest.MonkeyPatch) -> None:
     assert is_insecure("reg.lan:5000") and is_insecure("other") and not is_insecure("reg.lan:6000")
     assert Registry("reg.lan:5000").base_url == "http://reg.lan:5000"
     assert Registry("docker.io").base_url == "https://registry-1.docker.io"
-
-
-def test_credentials_from_env_then_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    auth = base64.b64encode(b"alice:s3cret").decode()
-    (tmp_path / "config.json").write_text(json.dumps({"auths": {"https://reg.example:5000": {"auth": auth}}}))
-    monkeypatch.delenv("HATCH_FLYTE_REGISTRY_USER", raising=False)
-    creds = credentials_for("reg.example:5000", use_env=True)
-    assert creds is not None and (creds.username, creds.password) == ("alice", "s3cret")
-    assert credentials_for("elsewhere.io", use_env=True) is None
-    monkeypatch.setenv("HATCH_FLYTE_REGISTRY_USER", "bob")
-    monkeypatch.setenv("HATCH_FLYTE_REGISTRY_PASSWORD", "pw")
-    creds = credentials_for("reg.example:5000", use_env=True)
-    assert creds is not None and creds.username == "bob"
-    creds = credentials_for("reg.example:5000", use_env=False)
-    assert creds is not None and creds.username == "alice"
 
 
 def test_layers_are_reproducible(tmp_path: Path) -> None:
@@ -527,6 +507,30 @@ def test_auth_registry_push(
     )
     repository = target.split("/", 1)[1] + "/weather-pipeline"
     assert manifest_digest(auth_registry.host, repository, "0.3.0", basic) == result.digest
+
+    # The same push with the credentials in a credential helper named by the Docker config.
+    from test_registry_credentials import ANSWERING, HELPER
+
+    monkeypatch.delenv("HATCH_FLYTE_REGISTRY_USER")
+    monkeypatch.delenv("HATCH_FLYTE_REGISTRY_PASSWORD")
+    (tmp_path / "bin").mkdir()
+    program = tmp_path / "bin" / "docker-credential-hftest"
+    program.write_text(HELPER.format(python=sys.executable, name="hftest", body=ANSWERING))
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("HFTEST_LOG", str(tmp_path / "asked.log"))
+    monkeypatch.setenv("HFTEST_STORE", str(tmp_path / "store.json"))
+    (tmp_path / "store.json").write_text(
+        json.dumps({auth_registry.host: [auth_registry.username, auth_registry.password]})
+    )
+    config_dir = tmp_path / "docker-config"
+    config_dir.mkdir()
+    (config_dir / "config.json").write_text(json.dumps({"credHelpers": {auth_registry.host: "hftest"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config_dir))
+    shutil.rmtree(out)
+    again = build(project, wheel, out, monkeypatch, base=registry_base, registry=target, push=True)
+    assert again.digest == result.digest
+    assert f"hftest get {auth_registry.host}" in (tmp_path / "asked.log").read_text().splitlines()
 
 
 @pytest.mark.docker

@@ -2,9 +2,7 @@
 
 Authentication: anonymous first; on ``401`` the ``WWW-Authenticate`` challenge says ``Basic`` (send
 the credentials) or ``Bearer`` (get a token from the challenge's realm, with the credentials when
-there are any). Credentials come from ``HATCH_FLYTE_REGISTRY_USER``/``_PASSWORD`` for the registry
-the image is pushed to, else from the ``auths`` of the Docker config (``$DOCKER_CONFIG/config.json``
-or ``~/.docker/config.json``, base64 ``user:password`` in ``auth``; credential helpers are not run).
+there are any). Where credentials come from: :mod:`hatch_flyte.image.oci.credentials`.
 
 HTTPS always, except plain HTTP for loopback hosts (``localhost``, ``127.0.0.0/8``, ``::1``) and the
 hosts listed in ``HATCH_FLYTE_INSECURE_REGISTRIES`` (``host:port,host2``).
@@ -29,15 +27,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from hatch_flyte.errors import ImageError
+from hatch_flyte.image.oci.credentials import DOCKER_HUB, PASSWORD_ENV, USER_ENV, Credentials
 
 log = logging.getLogger(__name__)
 
 INSECURE_ENV = "HATCH_FLYTE_INSECURE_REGISTRIES"
-USER_ENV = "HATCH_FLYTE_REGISTRY_USER"
-PASSWORD_ENV = "HATCH_FLYTE_REGISTRY_PASSWORD"
-DOCKER_HUB = "docker.io"
 _HUB_API = "registry-1.docker.io"
-_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 TIMEOUT = 60.0
 _CHUNK = 1 << 20
 
@@ -113,54 +108,6 @@ def is_insecure(host: str) -> bool:
         return ipaddress.ip_address(hostname).is_loopback
     except ValueError:
         return False
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str
-    source: str
-
-
-def docker_config_path() -> Path:
-    root = os.environ.get("DOCKER_CONFIG")
-    return Path(root) / "config.json" if root else Path.home() / ".docker" / "config.json"
-
-
-def credentials_for(registry: str, *, use_env: bool) -> Credentials | None:
-    """Credentials for ``registry``: the environment (when ``use_env``), else the Docker config."""
-    user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
-    if use_env and user and password:
-        return Credentials(user, password, f"{USER_ENV}/{PASSWORD_ENV}")
-    path = docker_config_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise ImageError(f"cannot read the Docker config {path}: {e}; fix or remove the file") from None
-    auths = data.get("auths") if isinstance(data, dict) else None
-    if not isinstance(auths, dict):
-        return None
-    wanted = {registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/"}
-    if registry == DOCKER_HUB:
-        wanted |= {_HUB_CONFIG_KEY, "docker.io", _HUB_API}
-    for key, entry in auths.items():
-        if key.rstrip("/") not in {w.rstrip("/") for w in wanted} or not isinstance(entry, dict):
-            continue
-        encoded = entry.get("auth")
-        if not encoded:
-            continue
-        try:
-            decoded = base64.b64decode(encoded).decode()
-        except (ValueError, UnicodeDecodeError):
-            raise ImageError(
-                f"{path}: the `auth` of {key!r} is not base64 of user:password; run `docker login {registry}`"
-            ) from None
-        name, sep, secret = decoded.partition(":")
-        if sep:
-            return Credentials(name, secret, str(path))
-    return None
 
 
 @dataclass
