@@ -578,17 +578,19 @@ def test_code_only_rebuild_reuses_every_other_layer(
     assert new["tags"][1] == old["tags"][1] == f"{engine.registry}/{name}:0.3.0"
     assert docker_client.images.get(new["tags"][1]).id == new["id"]  # the version tag moved
 
-    # docker history: every step before the project's COPY came from the cache (same intermediate
-    # image ids); from the project's COPY on, every step is new.
+    # docker history: every step before the ENV naming the image came from the cache (same
+    # intermediate image ids); from there on, every step is new.
     old_steps, new_steps = history(docker_client, old["id"]), history(docker_client, new["id"])
+    names_image = re.compile(r"#\(nop\)\s+ENV _F_IMG_ID=")
     project_copy = re.compile(r"#\(nop\) COPY dir:[0-9a-f]+ in / *$")
-    cut = next(i for i, (_, step) in enumerate(new_steps) if project_copy.search(step))
-    assert project_copy.search(old_steps[cut][1])
+    cut = next(i for i, (_, step) in enumerate(new_steps) if names_image.search(step))
+    assert names_image.search(old_steps[cut][1])
     assert [i for i, _ in new_steps[:cut]] == [i for i, _ in old_steps[:cut]]
     assert not {i for i, _ in new_steps[cut:]} & {i for i, _ in old_steps[cut:]}
-    # Only the project's files and the footer naming the image are rebuilt: no RUN, no pip.
+    # Only the image's name and the project's files are rebuilt: no RUN, no pip.
     rebuilt = [step for _, step in new_steps[cut:]]
-    assert len(rebuilt) == 2 and "_F_IMG_ID=" in rebuilt[1], rebuilt
+    assert len(rebuilt) == 2 and project_copy.search(rebuilt[1]), rebuilt
+    assert new["ref"] in rebuilt[0]
     # Below the labels: the dependency image, under its tag, the same one for all three builds.
     assert "LABEL " in new_steps[cut - 1][1]
     deps_tags = docker_client.images.get(new_steps[cut - 2][0]).tags
@@ -613,6 +615,18 @@ def test_code_only_rebuild_reuses_every_other_layer(
     out = docker_client.containers.run(new["id"], ["weather-hello"], network_disabled=True, remove=True)
     assert out.decode().strip() == "hello from /opt/venv/bin/python"
     assert not containers_from(docker_client, new["id"])
+
+    # With a tag that stays (`tags = ["dev"]`) the image's name does not change with the code: a
+    # code-only change rebuilds the project's COPY alone.
+    pyproject.write_text(pyproject.read_text() + 'tags = ["dev"]\n')  # [tool.flyte.image] is last
+    dev = json.loads(hatch_flyte_build(engine, project).stdout)["image"]
+    assert dev["tags"] == [f"{engine.registry}/{name}:dev"]
+    tasks.write_text(tasks.read_text().replace('" | ".join(', '" / ".join('))
+    dev2 = json.loads(hatch_flyte_build(engine, project).stdout)["image"]
+    assert dev2["ref"] == dev["ref"] and dev2["id"] != dev["id"]
+    dev_steps, dev2_steps = history(docker_client, dev["id"]), history(docker_client, dev2["id"])
+    assert [i for i, _ in dev2_steps[:-1]] == [i for i, _ in dev_steps[:-1]]
+    assert project_copy.search(dev2_steps[-1][1]) and dev2_steps[-1][0] != dev_steps[-1][0]
 
 
 # --- 4. push to the plain registry ---------------------------------------------------------------------

@@ -7,9 +7,9 @@ Only syntax the classic builder accepts (no BuildKit). An image is made in two b
   venv onto the base (the wheelhouse stays out of the image) and sets the environment and workdir.
   It is built once and then found by its tag, so a later build does not even look the steps up in
   the engine's cache.
-- the **project image** on top of it: the labels, the project's wheel laid out into the venv on the
-  host (one ``COPY``, no ``RUN``), and the footer naming the image. A code-only change rebuilds the
-  ``COPY`` and the footer, and nothing else.
+- the **project image** on top of it: the labels, the ``ENV`` naming the image, and the project's
+  wheel laid out into the venv on the host (one ``COPY``, no ``RUN``). A code-only change rebuilds
+  that ``ENV`` (the content tag changed) and the ``COPY``, and nothing else.
 
 On storage drivers that copy the root filesystem for every step (``vfs``), each step, even a
 ``LABEL``, costs seconds, so the project image has as few steps as it can. Contexts are tars with
@@ -111,14 +111,21 @@ class ImagePlan:
         return f"{DEPS_REPOSITORY}:h{h.hexdigest()[:20]}"
 
     def dockerfile_body(self) -> str:
-        """The project image's Dockerfile without the footer that names the image itself."""
+        """The project image's Dockerfile without the line that names the image itself (what the
+        content tag hashes)."""
+        return self._project_dockerfile(None)
+
+    def _project_dockerfile(self, image_ref: str | None) -> str:
         lines = [_HEADER, f"FROM {self.deps_ref()}"]
-        # Labels change with the version or the commit, not with every edit: before the COPY, so an
-        # edit between commits rebuilds two steps, not three.
+        # Labels change with the version or the commit, not with every edit.
         if self.labels:
             lines.append(
                 "LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in sorted(self.labels.items()))
             )
+        # Before the COPY: with a content tag it changes with the code anyway (two steps rebuilt);
+        # with tags that stay (`tags = ["dev"]`) it comes from the cache and the COPY is all.
+        if image_ref is not None:
+            lines.append(f"ENV {IMAGE_ID_ENV}={image_ref}")
         # The wheel is installed on the host (pypa installer, as pip would into this venv): its files
         # arrive in one COPY, which needs no container run.
         lines.append("COPY project/ /")
@@ -144,7 +151,8 @@ class ImagePlan:
         return "h" + h.hexdigest()[:20]
 
     def dockerfile(self, image_ref: str) -> str:
-        return self.dockerfile_body() + f"ENV {IMAGE_ID_ENV}={image_ref}\n"
+        """The project image's Dockerfile, naming the image ``image_ref`` in ``_F_IMG_ID``."""
+        return self._project_dockerfile(image_ref)
 
 
 def oci_labels(
