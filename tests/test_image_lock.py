@@ -163,3 +163,28 @@ def test_wheelhouse_follows_the_lock(tmp_path: Path) -> None:
     (root / "constraints.txt").write_text("")
     explicit = replace(project.config.image, constraints="constraints.txt")
     assert flyte_in(plan_image(project, wheel, explicit, info)) == unlocked
+
+
+def test_workspace_member_uses_the_workspace_lock(tmp_path: Path) -> None:
+    """A uv workspace locks its members in one uv.lock at its root: a member's image follows it; a
+    directory outside the repository, or a lock that does not name the project, is not used."""
+    root = tmp_path / "repo"
+    (root / ".git").mkdir(parents=True)  # the repository's root: the search stops here
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "monorepo"\nversion = "0"\nrequires-python = ">=3.10"\n\n'
+        '[tool.uv.workspace]\nmembers = ["packages/*"]\n'
+    )
+    member = root / "packages" / "weather_pipeline"
+    shutil.copytree(EXAMPLE, member, ignore=shutil.ignore_patterns("dist", "__pycache__", "*.egg-info"))
+    uv("lock", "-q", cwd=root)
+    assert not (member / "uv.lock").exists()
+    assert find_lock(member, "weather-pipeline") == root / "uv.lock"
+    assert find_lock(member, "someone-else") is None
+    assert find_lock(member) is None  # without a name to check, only the project's own directory
+    env = Target((3, 11), "linux/amd64").marker_environment()
+    assert "flyte" in dict(read_pins(root / "uv.lock", env, "weather-pipeline").pins)
+    # A lock above the repository's root is someone else's.
+    outside = tmp_path / "uv.lock"
+    shutil.copy(root / "uv.lock", outside)
+    (root / "uv.lock").unlink()
+    assert find_lock(member, "weather-pipeline") is None

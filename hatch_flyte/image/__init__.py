@@ -152,7 +152,7 @@ def plan_image(
             f"{pyproject}: `tool.flyte.image.constraints` = {config.constraints!r} does not exist"
         )
     pins: list[str] = []
-    lock = find_lock(project.directory) if constraints is None and config.lock else None
+    lock = find_lock(project.directory, project.name) if constraints is None and config.lock else None
     if lock is not None:
         locked = read_pins(lock, target.marker_environment(), project.name)
         pins = locked.lines()

@@ -1,6 +1,7 @@
 """The project's lock file, as pins for the image's wheelhouse.
 
-A project with ``pylock.toml`` (PEP 751) or ``uv.lock`` gets the versions it locked in its image:
+A project with ``pylock.toml`` (PEP 751) or ``uv.lock`` (its own, or its uv workspace's) gets the
+versions it locked in its image:
 every locked package that comes from an index and applies on the image's Python and platform
 becomes a ``name==version`` constraint for ``pip download``. Packages from git, a path or a URL,
 and the project itself, are not pinned (pip resolves them as before); a name locked at two versions
@@ -44,13 +45,38 @@ class LockPins:
         return [f"{name}=={version}" for name, version in self.pins]
 
 
-def find_lock(directory: Path) -> Path | None:
-    """The project's lock file, if it has one."""
+def find_lock(directory: Path, project_name: str | None = None) -> Path | None:
+    """The project's lock file, if it has one.
+
+    Beside its pyproject.toml first; else, for a member of a uv workspace, the ``uv.lock`` of an
+    enclosing directory (up to the repository's root) that locks the project by name.
+    """
     for name in LOCK_FILES:
         path = directory / name
         if path.is_file():
             return path
+    if project_name is None:
+        return None
+    for parent in directory.resolve().parents:
+        candidate = parent / "uv.lock"
+        if candidate.is_file() and _locks_project(candidate, project_name):
+            return candidate
+        if (parent / ".git").exists():
+            break
     return None
+
+
+def _locks_project(lock: Path, project_name: str) -> bool:
+    try:
+        doc = tomllib.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    wanted = canonicalize_name(project_name)
+    packages = doc.get("package") or []
+    return any(
+        isinstance(p, Mapping) and isinstance(p.get("name"), str) and canonicalize_name(p["name"]) == wanted
+        for p in packages
+    )
 
 
 def read_pins(lock: Path, environment: Mapping[str, str], project_name: str | None) -> LockPins:
