@@ -379,10 +379,11 @@ def test_manifest_image_matches_engine(weather: Built, engine: Engine, docker_cl
 
     base = docker_client.images.get(engine.base)
     # The base's digest in its own repository when the engine has one (pulled by that name), else
-    # its id: a digest it got from being pushed elsewhere says nothing about `base`.
+    # none: a digest it got from being pushed elsewhere says nothing about `base`, and its id is
+    # not a manifest digest.
     base_repo = engine.base.rpartition(":")[0] if ":" in engine.base.rpartition("/")[2] else engine.base
     own = [d.split("@", 1)[1] for d in base.attrs.get("RepoDigests") or [] if d.split("@", 1)[0] == base_repo]
-    expected_base_digest = own[0] if own else base.id
+    expected_base_digest = own[0] if own else None
     assert (image["base"], image["base_digest"]) == (engine.base, expected_base_digest)
     # The image is the base plus layers: the base's layers come first, unchanged.
     base_layers = base.attrs["RootFS"]["Layers"]
@@ -400,7 +401,7 @@ def test_manifest_image_matches_engine(weather: Built, engine: Engine, docker_cl
         "title": "weather-pipeline",
         "description": description,
         "base.name": engine.base,
-        "base.digest": expected_base_digest,
+        **({"base.digest": expected_base_digest} if expected_base_digest else {}),
     }
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["_F_IMG_ID"] == image["ref"]
@@ -537,6 +538,36 @@ def test_base_python_probed_once_per_image_id(
     # Another interpreter asked for: a question of its own, probed again.
     _, n_named = probe(engine.base, "python3")
     assert n_named == 1
+
+
+def test_base_digest_is_the_manifest_digest_of_the_base_in_its_repository(
+    engine: Engine, docker_client: Any
+) -> None:
+    """``base.digest`` is what ``base.name@digest`` resolves: the manifest digest the registry gives
+    for the base under its own name, never the image id; unknown (a local image) means no label."""
+    from hatch_flyte.image import docker_backend
+    from hatch_flyte.image.dockerfile import oci_labels
+
+    name = engine.new_name("digest-base")
+    ref = f"{engine.registry}/{name}:1"
+    docker_client.images.get(engine.base).tag(f"{engine.registry}/{name}", "1")
+    for chunk in docker_client.images.push(f"{engine.registry}/{name}", tag="1", stream=True, decode=True):
+        assert "error" not in chunk, chunk
+    headers, _ = registry_get(engine.registry, f"{name}/manifests/1")
+    info = docker_backend.inspect_base(docker_client, ref, None)
+    assert info.digest == headers["Docker-Content-Digest"] != info.id
+    labels = oci_labels(created_epoch=0, version=None, title=None, description=None, licenses=None,
+                        revision=None, base=ref, base_digest=info.digest)  # fmt: skip
+    assert labels["org.opencontainers.image.base.digest"] == info.digest
+    # The same image under a name it was never pushed or pulled by: no digest of its own, no label
+    # (its digests in other repositories say nothing about this name).
+    unpushed = f"{engine.registry}/{engine.new_name('unpushed-base')}"
+    docker_client.images.get(engine.base).tag(unpushed, "1")
+    local = docker_backend.inspect_base(docker_client, f"{unpushed}:1", None)
+    assert local.digest is None and local.id == info.id
+    labels = oci_labels(created_epoch=0, version=None, title=None, description=None, licenses=None,
+                        revision=None, base=f"{unpushed}:1", base_digest=None)  # fmt: skip
+    assert "org.opencontainers.image.base.digest" not in labels
 
 
 # --- 3. layer reuse ------------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ class ImageResult:
     tags: tuple[str, ...]
     platform: str
     base: str
-    base_digest: str
+    #: The base's manifest digest, when known (always with ``oci``).
+    base_digest: str | None
     content_tag: str
     digest: str | None = None
     backend: str = "docker"

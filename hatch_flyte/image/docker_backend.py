@@ -74,7 +74,7 @@ def inspect_base(client: Any, ref: str, python: str | None) -> BaseInfo:
     return BaseInfo(
         ref,
         image.id,
-        _repo_digest(ref, digests) or image.id,
+        _repo_digest(ref, digests),
         found[0],
         found[1],
         f"linux/{arch}",

@@ -50,8 +50,9 @@ class BaseInfo:
 
     ref: str
     id: str
-    #: The manifest digest in its own repository (the image id when the engine knows none).
-    digest: str
+    #: The manifest digest in its own repository; None when the engine knows none (an image that
+    #: was built or imported locally, never pulled or pushed under its name).
+    digest: str | None
     #: The interpreter that creates the venv.
     python: str
     python_version: tuple[int, int]
@@ -164,17 +165,20 @@ def oci_labels(
     licenses: str | None,
     revision: str | None,
     base: str,
-    base_digest: str,
+    base_digest: str | None,
 ) -> dict[str, str]:
-    """``org.opencontainers.image.*`` labels; ``created`` comes from ``SOURCE_DATE_EPOCH``."""
+    """``org.opencontainers.image.*`` labels; ``created`` comes from ``SOURCE_DATE_EPOCH``.
+
+    ``base.digest`` is the base's manifest digest, which resolves ``base.name@digest``; it is left
+    out rather than filled with something else (an image id is not a manifest digest).
+    """
     created = datetime.fromtimestamp(created_epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     labels = {
         "org.opencontainers.image.created": created,
         "org.opencontainers.image.base.name": base,
-        "org.opencontainers.image.base.digest": base_digest,
     }
     for key, value in (("version", version), ("title", title), ("description", description),
-                       ("licenses", licenses), ("revision", revision)):  # fmt: skip
+                       ("licenses", licenses), ("revision", revision), ("base.digest", base_digest)):  # fmt: skip
         if value:
             labels[f"org.opencontainers.image.{key}"] = value
     return labels
