@@ -658,6 +658,8 @@ def test_code_only_rebuild_reuses_every_other_layer(
     dev_steps, dev2_steps = history(docker_client, dev["id"]), history(docker_client, dev2["id"])
     assert [i for i, _ in dev2_steps[:-1]] == [i for i, _ in dev_steps[:-1]]
     assert project_copy.search(dev2_steps[-1][1]) and dev2_steps[-1][0] != dev_steps[-1][0]
+    # The first dev image lost its only tag to the second: not removed with the repository's tags.
+    remove_images(docker_client, ids=[dev["id"]])
 
 
 # --- 4. push to the plain registry ---------------------------------------------------------------------
