@@ -16,7 +16,6 @@ import os
 import shutil
 import socketserver
 import subprocess
-import sys
 import tarfile
 import threading
 import urllib.request
@@ -31,8 +30,9 @@ from hatch_flyte.errors import ImageError
 from hatch_flyte.image import ImageResult, build_image
 from hatch_flyte.image.oci import layout as L
 from hatch_flyte.image.oci.basepython import find_python
-from hatch_flyte.image.oci.layers import Entry, write_layer
+from hatch_flyte.image.oci.layers import write_layer
 from hatch_flyte.image.oci.registry import Registry, is_insecure, parse_reference
+from hatch_flyte.image.venv import Entry
 from hatch_flyte.project import Project, load_project
 from hatch_flyte.wheel import build_wheel
 
@@ -509,28 +509,16 @@ def test_auth_registry_push(
     assert manifest_digest(auth_registry.host, repository, "0.3.0", basic) == result.digest
 
     # The same push with the credentials in a credential helper named by the Docker config.
-    from test_registry_credentials import ANSWERING, HELPER
+    from test_registry_credentials import asked, config, helper, helper_env, store
 
-    monkeypatch.delenv("HATCH_FLYTE_REGISTRY_USER")
-    monkeypatch.delenv("HATCH_FLYTE_REGISTRY_PASSWORD")
-    (tmp_path / "bin").mkdir()
-    program = tmp_path / "bin" / "docker-credential-hftest"
-    program.write_text(HELPER.format(python=sys.executable, name="hftest", body=ANSWERING))
-    program.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("HFTEST_LOG", str(tmp_path / "asked.log"))
-    monkeypatch.setenv("HFTEST_STORE", str(tmp_path / "store.json"))
-    (tmp_path / "store.json").write_text(
-        json.dumps({auth_registry.host: [auth_registry.username, auth_registry.password]})
-    )
-    config_dir = tmp_path / "docker-config"
-    config_dir.mkdir()
-    (config_dir / "config.json").write_text(json.dumps({"credHelpers": {auth_registry.host: "hftest"}}))
-    monkeypatch.setenv("DOCKER_CONFIG", str(config_dir))
+    creds = helper_env(tmp_path / "helpers", monkeypatch)
+    helper(creds, "hftest")
+    store(creds, {auth_registry.host: [auth_registry.username, auth_registry.password]})
+    config(creds, {"credHelpers": {auth_registry.host: "hftest"}})
     shutil.rmtree(out)
     again = build(project, wheel, out, monkeypatch, base=registry_base, registry=target, push=True)
     assert again.digest == result.digest
-    assert f"hftest get {auth_registry.host}" in (tmp_path / "asked.log").read_text().splitlines()
+    assert f"hftest get {auth_registry.host}" in asked(creds)
 
 
 @pytest.mark.docker

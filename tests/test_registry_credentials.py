@@ -39,20 +39,25 @@ sys.exit(3)
 """
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Docker config directory, helpers on PATH, no credentials in the environment."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+def helper_env(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Under ``root``: an empty Docker config directory (``docker/``), helpers on PATH (``bin/``),
+    their store and log; no credentials in the environment. Returns ``root``."""
+    bin_dir = root / "bin"
+    bin_dir.mkdir(parents=True)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("HFTEST_LOG", str(tmp_path / "asked.log"))
-    monkeypatch.setenv("HFTEST_STORE", str(tmp_path / "store.json"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(root / "docker"))
+    monkeypatch.setenv("HFTEST_LOG", str(root / "asked.log"))
+    monkeypatch.setenv("HFTEST_STORE", str(root / "store.json"))
     monkeypatch.delenv("HATCH_FLYTE_REGISTRY_USER", raising=False)
     monkeypatch.delenv("HATCH_FLYTE_REGISTRY_PASSWORD", raising=False)
-    (tmp_path / "docker").mkdir()
-    (tmp_path / "store.json").write_text("{}")
-    return tmp_path
+    (root / "docker").mkdir()
+    (root / "store.json").write_text("{}")
+    return root
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return helper_env(tmp_path, monkeypatch)
 
 
 def helper(env: Path, name: str, body: str = ANSWERING) -> None:

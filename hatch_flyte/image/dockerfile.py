@@ -21,17 +21,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
 from hatch_flyte.__about__ import __version__
-from hatch_flyte.image.venv import VENV, install_wheels
+from hatch_flyte.image.venv import VENV, install_wheels, staged_entries
 from hatch_flyte.image.wheelhouse import REQUIREMENTS, Wheelhouse
 
 SOURCE_DIR = "/opt/hatch-flyte/source"
@@ -200,19 +199,11 @@ def write_context(plan: ImagePlan, dockerfile: str, out: IO[bytes]) -> None:
         staging = Path(tmp)
         install_wheels([plan.project_wheel], staging, plan.python_version)
         entries: list[tuple[str, bytes | Path, bool]] = [("Dockerfile", dockerfile.encode(), False)]
-        entries += [(f"project/{rel}", path, executable) for rel, path, executable in _staged_files(staging)]
+        # installer writes regular files only; parent directories come with _write_tar.
+        files = sorted((e for e in staged_entries(staging) if e.kind == "file"), key=lambda e: e.path)
+        entries += [(f"project{e.path}", e.source, e.executable) for e in files if isinstance(e.source, Path)]
         entries += [(f"source/{name}", Path(path), False) for path, name in plan.source_files]
         _write_tar(entries, out)
-
-
-def _staged_files(staging: Path) -> Iterator[tuple[str, Path, bool]]:
-    """Files under ``staging`` as (relative posix path, path, executable), sorted."""
-    found = []
-    for dirpath, _, filenames in os.walk(staging):
-        for name in filenames:
-            path = Path(dirpath, name)
-            found.append((path.relative_to(staging).as_posix(), path, bool(path.stat().st_mode & 0o111)))
-    return iter(sorted(found))
 
 
 def _write_tar(entries: Sequence[tuple[str, bytes | Path, bool]], out: IO[bytes]) -> None:

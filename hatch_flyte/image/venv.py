@@ -3,6 +3,7 @@
 Both backends place wheels into ``/opt/venv`` without running the image: pypa ``installer`` writes
 each wheel into a staging directory that stands for the image's root (scripts get
 ``#!/opt/venv/bin/python``; no bytecode is compiled: the host's interpreter need not be the image's).
+:func:`staged_entries` reads the staging directory back as image paths, for either backend's output.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import io
 import os
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -29,6 +31,32 @@ if TYPE_CHECKING:
 
 VENV = "/opt/venv"
 INSTALLER_NAME = b"hatch-flyte\n"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member of a layer: ``path`` is absolute in the image."""
+
+    path: str
+    kind: str  # "dir", "file" or "symlink"
+    source: Path | bytes | None = None
+    executable: bool = False
+    target: str = ""
+
+
+def staged_entries(staging: Path) -> Iterator[Entry]:
+    """The files, symlinks and directories under ``staging``, as image paths from its root."""
+    for dirpath, dirnames, filenames in os.walk(staging):
+        rel = Path(dirpath).relative_to(staging).as_posix()
+        prefix = "/" if rel == "." else f"/{rel}/"
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            if path.is_symlink():
+                yield Entry(prefix + name, "symlink", target=os.readlink(path))
+            elif path.is_dir():
+                yield Entry(prefix + name, "dir")
+            else:
+                yield Entry(prefix + name, "file", path, executable=bool(path.stat().st_mode & 0o111))
 
 
 def site_packages(version: tuple[int, int]) -> str:

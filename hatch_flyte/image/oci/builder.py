@@ -30,10 +30,10 @@ from hatch_flyte.image.oci import layout as L
 from hatch_flyte.image.oci.base import BaseImage, load_base
 from hatch_flyte.image.oci.basepython import BasePython, find_python
 from hatch_flyte.image.oci.credentials import credentials_for
-from hatch_flyte.image.oci.layers import Entry, Layer, staged_entries, venv_skeleton, write_layer
+from hatch_flyte.image.oci.layers import Layer, venv_skeleton, write_layer
 from hatch_flyte.image.oci.layout import OCI_LAYER_GZIP
 from hatch_flyte.image.oci.registry import Registry, parse_reference
-from hatch_flyte.image.venv import VENV, install_wheels
+from hatch_flyte.image.venv import VENV, Entry, install_wheels, staged_entries
 from hatch_flyte.project import Project
 from hatch_flyte.statcache import cache_dir
 

@@ -11,26 +11,14 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import os
 import posixpath
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hatch_flyte.image.oci.layout import OCI_LAYER_GZIP, BlobStore, Descriptor, HashingWriter
-from hatch_flyte.image.venv import VENV
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One member of a layer: ``path`` is absolute in the image."""
-
-    path: str
-    kind: str  # "dir", "file" or "symlink"
-    source: Path | bytes | None = None
-    executable: bool = False
-    target: str = ""
+from hatch_flyte.image.venv import VENV, Entry
 
 
 @dataclass(frozen=True)
@@ -90,21 +78,6 @@ def _add(tar: tarfile.TarFile, name: str, entry: Entry, mtime: int) -> None:
             info.size = entry.source.stat().st_size
             with entry.source.open("rb") as f:
                 tar.addfile(info, f)
-
-
-def staged_entries(staging: Path) -> Iterator[Entry]:
-    """The files, symlinks and directories under ``staging``, as image paths from its root."""
-    for dirpath, dirnames, filenames in os.walk(staging):
-        rel = Path(dirpath).relative_to(staging).as_posix()
-        prefix = "/" if rel == "." else f"/{rel}/"
-        for name in dirnames + filenames:
-            path = Path(dirpath, name)
-            if path.is_symlink():
-                yield Entry(prefix + name, "symlink", target=os.readlink(path))
-            elif path.is_dir():
-                yield Entry(prefix + name, "dir")
-            else:
-                yield Entry(prefix + name, "file", path, executable=bool(path.stat().st_mode & 0o111))
 
 
 def venv_skeleton(python: str, version: tuple[int, int]) -> list[Entry]:
