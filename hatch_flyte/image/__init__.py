@@ -130,6 +130,17 @@ def repository(project: Project, config: ImageConfig) -> str:
     return f"{config.registry.rstrip('/')}/{name}" if config.registry else name
 
 
+def image_tags(project: Project, config: ImageConfig, content_tag: str, wheel_version: str) -> list[str]:
+    """``tool.flyte.image.tags``, or by default the content tag and the project's version; the first
+    one names the image (its ``_F_IMG_ID``)."""
+    # A tag allows [A-Za-z0-9_.-] only: a PEP 440 local version (``1.0+g1234``) becomes ``1.0-g1234``.
+    version = (wheel_version or project.version or "").replace("+", "-")
+    tags = list(config.tags) if config.tags is not None else [content_tag, *([version] if version else [])]
+    if not tags:
+        raise ImageError(f"{project.pyproject}: `tool.flyte.image.tags` is empty; give at least one tag")
+    return tags
+
+
 def plan_image(
     project: Project,
     wheel: Path,
@@ -210,20 +221,15 @@ def build_image(
     from hatch_flyte.image import docker_backend
 
     client = docker_backend.connect()
-    base_ref = config.base or default_base(_wheel_metadata(wheel)["Requires-Python"])
+    meta = _wheel_metadata(wheel)
+    base_ref = config.base or default_base(meta["Requires-Python"])
     base_info = docker_backend.inspect_base(client, base_ref, config.python)
     if config.platform is None:
         base_info = _with_platform(base_info, docker_backend.engine_platform(client))
     plan = plan_image(project, wheel, config, base_info, source_files)
     content_tag = plan.content_tag()
     repo = repository(project, config)
-    version = _wheel_metadata(wheel)["Version"] or project.version
-    if version:
-        # A tag allows [A-Za-z0-9_.-] only: a PEP 440 local version (``1.0+g1234``) becomes ``1.0-g1234``.
-        version = version.replace("+", "-")
-    tags = list(config.tags) if config.tags is not None else [content_tag, *([version] if version else [])]
-    if not tags:
-        raise ImageError(f"{project.pyproject}: `tool.flyte.image.tags` is empty; give at least one tag")
+    tags = image_tags(project, config, content_tag, meta["Version"])
     ref = f"{repo}:{tags[0]}"
     log.info("building image %s (%s) from %s", ref, plan.platform, base_ref)
     image_id = docker_backend.build(client, plan, ref, tags[1:])

@@ -82,6 +82,7 @@ def build(
         _source_date_epoch,
         _wheel_metadata,
         default_base,
+        image_tags,
         plan_image,
         repository,
     )
@@ -92,7 +93,8 @@ def build(
         raise ImageError(str(e)) from None
     epoch = _source_date_epoch()
     platform = config.platform or host_platform_name()
-    base_ref = config.base or default_base(_wheel_metadata(wheel)["Requires-Python"])
+    meta = _wheel_metadata(wheel)
+    base_ref = config.base or default_base(meta["Requires-Python"])
     repo = repository(project, config)
     target = parse_reference(f"{repo}:x")
     push_registry = target.registry
@@ -126,12 +128,7 @@ def build(
         )
         plan = plan_image(project, wheel, config, info, source_files)
         content_tag = plan.content_tag()
-        version = (_wheel_metadata(wheel)["Version"] or project.version or "").replace("+", "-")
-        tags = (
-            list(config.tags) if config.tags is not None else [content_tag, *([version] if version else [])]
-        )
-        if not tags:
-            raise ImageError(f"{project.pyproject}: `tool.flyte.image.tags` is empty; give at least one tag")
+        tags = image_tags(project, config, content_tag, meta["Version"])
         ref = f"{repo}:{tags[0]}"
         log.info("building image %s (%s) from %s without a daemon", ref, platform, base_ref)
         layers = _layers(plan, base_python.interpreter, base_python.version, store, epoch, work)
