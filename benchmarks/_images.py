@@ -54,7 +54,7 @@ def change_code(project: Path, n: int) -> None:
 def inspect_base_unremembered(client: Any, base: str, python: str | None) -> Any:
     """``docker_backend.inspect_base`` without hatch-flyte's record of the base's Python, so that the
     measured first build finds it itself, as a first build on a new base does (a container run)."""
-    from hatch_flyte.image import docker_backend
+    from hatch_flyte.image.docker import backend as docker_backend
 
     os.environ["HATCH_FLYTE_NO_CACHE"] = "1"
     try:

@@ -115,8 +115,8 @@ def prepare_project(name: str, workdir: Path, base: str, repo: str) -> Path:
 
 def warm_wheelhouse(project_dir: Path, base: str) -> dict[str, Any]:
     """Resolve the image's wheelhouse now (downloading it if needed), outside the measurements."""
-    from hatch_flyte.image import docker_backend as backend
     from hatch_flyte.image import plan_image
+    from hatch_flyte.image.docker import backend
     from hatch_flyte.project import load_project
     from hatch_flyte.wheel import build_wheel
 

@@ -82,7 +82,7 @@ MANIFEST_TYPES = (
 
 
 def default_cache_dir() -> Path:
-    from hatch_flyte.statcache import cache_dir
+    from hatch_flyte.bundle.statcache import cache_dir
 
     cache = cache_dir()
     if cache is None:
@@ -149,7 +149,8 @@ def warm_wheelhouse(project_dir: Path, wheel: Path, client: Any, base: str) -> d
     """Resolve the image's wheelhouse into the default cache now (downloading it if needed)."""
     from dataclasses import replace
 
-    from hatch_flyte.image import docker_backend, plan_image
+    from hatch_flyte.image import plan_image
+    from hatch_flyte.image.docker import backend as docker_backend
     from hatch_flyte.project import load_project
 
     project = load_project(project_dir)
@@ -199,7 +200,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     import docker  # noqa: F401  (imported now: not measured)
     import installer  # noqa: F401
 
-    from hatch_flyte.image import build_image, docker_backend
+    from hatch_flyte.image import build_image
+    from hatch_flyte.image.docker import backend as docker_backend
     from hatch_flyte.image.oci import builder  # noqa: F401
     from hatch_flyte.project import load_project
 

@@ -1,8 +1,7 @@
 """hatch-flyte: package Flyte 2 code from the project's own build.
 
-The build logic (``config``, ``project``, ``ignore``, ``selection``, ``archive``, ``bundle``,
-``discovery``, ``manifest``, ``pipeline``) is plain Python; ``hooks`` (hatch) and ``setuptools``
-glue are thin adapters over it.
+The core (``config``, ``project``, ``manifest``, ``pipeline``) drives the wings ``discovery``,
+``bundle`` and ``image``; ``frontends`` (hatch, setuptools, the CLI) are thin adapters over it.
 """
 
 from __future__ import annotations

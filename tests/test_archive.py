@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from hatch_flyte.archive import _Headers, flyte_tarinfo
+from hatch_flyte.bundle.archive import _Headers, flyte_tarinfo
 
 
 def tarfile_header(name: str, mode: int, size: int) -> bytes:

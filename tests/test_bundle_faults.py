@@ -33,12 +33,11 @@ from typing import Any, TypeVar
 import pytest
 
 import hatch_flyte.bundle as bundle_mod
-from hatch_flyte import statcache
-from hatch_flyte.archive import gzip_header
 from hatch_flyte.atomic import PendingFile
-from hatch_flyte.bundle import NOTHING_TO_BUNDLE, Bundle, BundleOptions, build, digest, select
+from hatch_flyte.bundle import NOTHING_TO_BUNDLE, Bundle, BundleOptions, build, digest, select, statcache
+from hatch_flyte.bundle.archive import gzip_header
+from hatch_flyte.bundle.guard import looks_secret
 from hatch_flyte.errors import BuildError, BundleError, HatchFlyteError, SecretsError
-from hatch_flyte.guard import looks_secret
 
 T = TypeVar("T")
 COMPRESSIONS = ("fast", "compatible")

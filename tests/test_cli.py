@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from hatch_flyte import __version__
-from hatch_flyte.archive import gzip_header
-from hatch_flyte.cli import main
+from hatch_flyte.bundle.archive import gzip_header
+from hatch_flyte.frontends.cli import main
 
 SCRIPT = Path(sys.executable).parent / "hatch-flyte"
 

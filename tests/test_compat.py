@@ -27,8 +27,7 @@ from pathlib import Path
 import pytest
 from flyte_oracle import FlyteBundle, flyte_bundles, tar_member_names, tools_dir
 
-from hatch_flyte import statcache
-from hatch_flyte.bundle import Bundle, BundleOptions, build
+from hatch_flyte.bundle import Bundle, BundleOptions, build, statcache
 from hatch_flyte.errors import BundleError
 
 COMPRESSIONS = ("fast", "compatible")
@@ -967,7 +966,7 @@ CLI_FLAGS = ("--json", "--compression", "compatible")
 
 
 def test_cli_json_src_layout_project(cases: dict[str, Case], isolated_cache: Path, tmp_path: Path) -> None:
-    """``python -m hatch_flyte.cli bundle PROJECT``: a src layout project bundles ``src/``, as
+    """``python -m hatch_flyte.frontends.cli bundle PROJECT``: a src layout project bundles ``src/``, as
     ``flyte deploy --root-dir src`` does."""
     case = cases["src_layout"]
     out = tmp_path / "out"
@@ -975,7 +974,7 @@ def test_cli_json_src_layout_project(cases: dict[str, Case], isolated_cache: Pat
         [
             sys.executable,
             "-m",
-            "hatch_flyte.cli",
+            "hatch_flyte.frontends.cli",
             "bundle",
             str(case.root.parent),
             "-o",

@@ -14,7 +14,7 @@ from hatch_flyte.discovery import discover
 from hatch_flyte.project import load_project
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_projects"
-CLI = [sys.executable, "-m", "hatch_flyte.cli"]
+CLI = [sys.executable, "-m", "hatch_flyte.frontends.cli"]
 
 
 def test_runtime_name_is_unresolved_statically_and_found_by_import(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -510,7 +510,8 @@ def test_base_python_probed_once_per_image_id(
 ) -> None:
     """The base's Python is found by running it once per image id: the engine shows no probe
     container on a later build from the same image, and one for an image with another id."""
-    from hatch_flyte.image import basecache, docker_backend
+    from hatch_flyte.image import basecache
+    from hatch_flyte.image.docker import backend as docker_backend
 
     monkeypatch.setattr(basecache, "cache_dir", lambda: tmp_path / "cache")
     # Another image id with the same filesystem: a label on top of the base (tagged, never pushed).
@@ -545,8 +546,8 @@ def test_base_digest_is_the_manifest_digest_of_the_base_in_its_repository(
 ) -> None:
     """``base.digest`` is what ``base.name@digest`` resolves: the manifest digest the registry gives
     for the base under its own name, never the image id; unknown (a local image) means no label."""
-    from hatch_flyte.image import docker_backend
-    from hatch_flyte.image.dockerfile import oci_labels
+    from hatch_flyte.image.docker import backend as docker_backend
+    from hatch_flyte.image.docker.dockerfile import oci_labels
 
     name = engine.new_name("digest-base")
     ref = f"{engine.registry}/{name}:1"

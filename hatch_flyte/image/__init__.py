@@ -22,7 +22,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from hatch_flyte.config import ImageConfig
 from hatch_flyte.errors import ImageError
-from hatch_flyte.image.dockerfile import ImagePlan, oci_labels
+from hatch_flyte.image.docker.dockerfile import ImagePlan, oci_labels
 from hatch_flyte.image.lock import find_lock, read_pins
 from hatch_flyte.image.wheelhouse import (
     Target,
@@ -218,7 +218,7 @@ def build_image(
             project, wheel, config, output_dir or wheel.parent, source_files=source_files,
             push=push if push is not None else config.push,
         )  # fmt: skip
-    from hatch_flyte.image import docker_backend
+    from hatch_flyte.image.docker import backend as docker_backend
 
     client = docker_backend.connect()
     meta = _wheel_metadata(wheel)

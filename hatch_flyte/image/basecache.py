@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from hatch_flyte.atomic import write_bytes_atomic
+from hatch_flyte.bundle.statcache import cache_dir
 from hatch_flyte.errors import BuildError
-from hatch_flyte.statcache import cache_dir
 
 
 def _record(kind: str, key: Any) -> Path | None:

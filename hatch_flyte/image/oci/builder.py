@@ -22,10 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hatch_flyte.bundle.statcache import cache_dir
 from hatch_flyte.config import ImageConfig
 from hatch_flyte.errors import HatchFlyteError, ImageError
 from hatch_flyte.image import basecache
-from hatch_flyte.image.dockerfile import IMAGE_ID_ENV, SOURCE_DIR, BaseInfo
+from hatch_flyte.image.docker.dockerfile import IMAGE_ID_ENV, SOURCE_DIR, BaseInfo
 from hatch_flyte.image.oci import layout as L
 from hatch_flyte.image.oci.base import BaseImage, load_base
 from hatch_flyte.image.oci.basepython import BasePython, find_python
@@ -35,7 +36,6 @@ from hatch_flyte.image.oci.layout import OCI_LAYER_GZIP
 from hatch_flyte.image.oci.registry import Registry, parse_reference
 from hatch_flyte.image.venv import VENV, Entry, install_wheels, staged_entries
 from hatch_flyte.project import Project
-from hatch_flyte.statcache import cache_dir
 
 log = logging.getLogger(__name__)
 _MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}

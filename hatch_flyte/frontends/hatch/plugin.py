@@ -11,19 +11,19 @@ from typing import TYPE_CHECKING
 from hatchling.plugin import hookimpl
 
 if TYPE_CHECKING:
-    from hatch_flyte.hatch_builder import FlyteBuilder
-    from hatch_flyte.hatch_hook import FlyteBuildHook
+    from hatch_flyte.frontends.hatch.builder import FlyteBuilder
+    from hatch_flyte.frontends.hatch.hook import FlyteBuildHook
 
 
 @hookimpl
 def hatch_register_builder() -> type[FlyteBuilder]:
-    from hatch_flyte.hatch_builder import FlyteBuilder
+    from hatch_flyte.frontends.hatch.builder import FlyteBuilder
 
     return FlyteBuilder
 
 
 @hookimpl
 def hatch_register_build_hook() -> type[FlyteBuildHook]:
-    from hatch_flyte.hatch_hook import FlyteBuildHook
+    from hatch_flyte.frontends.hatch.hook import FlyteBuildHook
 
     return FlyteBuildHook

@@ -9,10 +9,10 @@ Static discovery (the default) parses the modules and imports nothing: no user c
 flyte need not be installed. It follows module-level assignments whose value is a call to one of
 flyte's environment classes (:data:`ENVIRONMENT_CLASSES`), resolving names through each module's
 imports, ``clone_with``/``from_task``/``add_dependency``, and references across the project's
-modules; see :mod:`hatch_flyte._static_discovery`. Import discovery (``discovery = "import"``)
+modules; see :mod:`hatch_flyte.discovery.static`. Import discovery (``discovery = "import"``)
 imports every module in a subprocess of the project's interpreter, like ``flyte deploy
 --recursive``, and reads flyte's own registry of loaded environments; see
-:mod:`hatch_flyte._import_discovery` and :mod:`hatch_flyte._import_probe`.
+:mod:`hatch_flyte.discovery.importing` and :mod:`hatch_flyte.discovery.probe`.
 
 Both give the same names, modules, attributes and dependencies on ordinary projects; static
 discovery reports as unresolved what only running the code can tell (a name computed at run time,
@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hatch_flyte.bundle.ignore import IgnoreRules
+from hatch_flyte.bundle.selection import select_files
 from hatch_flyte.errors import DiscoveryError, HatchFlyteError
-from hatch_flyte.ignore import IgnoreRules
 from hatch_flyte.project import Project
-from hatch_flyte.selection import select_files
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +241,8 @@ def discover(project: Project, modules_root: Path | None = None) -> DiscoveryRes
     explicit = project.config.environments
     not_modules = _under(skipped, root, modules_root)
     # Imported here, not at the top: both methods import this module's types when they load.
-    from hatch_flyte._import_discovery import _ImportDiscovery
-    from hatch_flyte._static_discovery import _static
+    from hatch_flyte.discovery.importing import _ImportDiscovery
+    from hatch_flyte.discovery.static import _static
 
     if project.config.discovery == "import":
         return _ImportDiscovery(project, root, index).run(selected, explicit, not_modules)

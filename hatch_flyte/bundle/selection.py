@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hatch_flyte.bundle.ignore import IgnoreRules
 from hatch_flyte.errors import BundleError
-from hatch_flyte.ignore import IgnoreRules
 
 log = logging.getLogger(__name__)
 

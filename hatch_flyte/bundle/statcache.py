@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hatch_flyte.atomic import atomic_output
-from hatch_flyte.selection import BundleFile
+from hatch_flyte.bundle.selection import BundleFile
 
 log = logging.getLogger(__name__)
 RACY_SECONDS = 2.0

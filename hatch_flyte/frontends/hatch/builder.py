@@ -18,7 +18,7 @@ from hatchling.builders.wheel import WheelBuilder
 
 from hatch_flyte.bundle import BundleOptions
 from hatch_flyte.errors import BuildError
-from hatch_flyte.hatch_glue import app_logging
+from hatch_flyte.frontends.hatch.glue import app_logging
 from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
 from hatch_flyte.pipeline import Analysis, analyse, bundle_for, manifest_for
 from hatch_flyte.project import Project, load_project

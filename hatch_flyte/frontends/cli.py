@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hatch_flyte import __version__
-from hatch_flyte.archive import bundle_name
 from hatch_flyte.bundle import Bundle, BundleOptions, build
 from hatch_flyte.bundle import digest as bundle_digest
+from hatch_flyte.bundle.archive import bundle_name
 from hatch_flyte.config import COMPRESSIONS, as_compression
 from hatch_flyte.discovery import discover
 from hatch_flyte.errors import HatchFlyteError

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from hatch_flyte.errors import ImageError
 from hatch_flyte.image import basecache
-from hatch_flyte.image.dockerfile import BaseInfo, ImagePlan, write_context, write_deps_context
+from hatch_flyte.image.docker.dockerfile import BaseInfo, ImagePlan, write_context, write_deps_context
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
+from hatch_flyte.bundle.selection import BundleFile
 from hatch_flyte.errors import BundleError
-from hatch_flyte.selection import BundleFile
 
 _isal: Any
 try:

@@ -1,6 +1,6 @@
 """Import discovery: imports the bundle's modules in a subprocess of the project's interpreter.
 
-The subprocess runs :mod:`hatch_flyte._import_probe`, which imports the modules like ``flyte
+The subprocess runs :mod:`hatch_flyte.discovery.probe`, which imports the modules like ``flyte
 deploy --recursive`` and reports flyte's own registry of loaded environments.
 
 A module that fails to import is reported as an :class:`~hatch_flyte.discovery.Unresolved`
@@ -24,7 +24,6 @@ from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
-from hatch_flyte._static_discovery import _check_duplicates, _not_imported
 from hatch_flyte.discovery import (
     DiscoveryResult,
     Environment,
@@ -35,6 +34,7 @@ from hatch_flyte.discovery import (
     _parse_ref,
     _result,
 )
+from hatch_flyte.discovery.static import _check_duplicates, _not_imported
 from hatch_flyte.errors import DiscoveryError
 from hatch_flyte.project import Project
 
@@ -204,7 +204,7 @@ class _ImportDiscovery:
 
     def probe(self, request: Mapping[str, Any]) -> dict[str, Any]:
         python = self.python()
-        source = importlib_resources.files("hatch_flyte").joinpath("_import_probe.py").read_text("utf-8")
+        source = importlib_resources.files("hatch_flyte.discovery").joinpath("probe.py").read_text("utf-8")
         timeout = self.project.config.discovery_timeout
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         log.debug("import discovery: %s imports %d modules", python, len(request["modules"]))

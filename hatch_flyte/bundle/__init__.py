@@ -2,7 +2,7 @@
 
 The file list, name and tar bytes are those of ``flyte deploy`` (flyte 2.12, ``copy_style="all"``)
 for the same root. The work is one read of each file; an unchanged tree is recognised from file
-metadata (see :mod:`hatch_flyte.statcache`) and its bundle reused without reading or writing.
+metadata (see :mod:`hatch_flyte.bundle.statcache`) and its bundle reused without reading or writing.
 """
 
 from __future__ import annotations
@@ -13,21 +13,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hatch_flyte import statcache
-from hatch_flyte.archive import (
+from hatch_flyte.atomic import PendingFile, ensure_directory
+from hatch_flyte.bundle import statcache
+from hatch_flyte.bundle.archive import (
     COMPATIBLE_LEVEL,
     bundle_name,
     digest_files,
     gzip_header,
     write_archive,
 )
-from hatch_flyte.atomic import PendingFile, ensure_directory
+from hatch_flyte.bundle.guard import find_secrets
+from hatch_flyte.bundle.ignore import IgnoreRules
+from hatch_flyte.bundle.selection import Selection, select_files
 from hatch_flyte.config import Compression, SecretsPolicy
 from hatch_flyte.errors import BundleError, SecretsError
-from hatch_flyte.guard import find_secrets
-from hatch_flyte.ignore import IgnoreRules
 from hatch_flyte.project import Project
-from hatch_flyte.selection import Selection, select_files
 
 log = logging.getLogger(__name__)
 

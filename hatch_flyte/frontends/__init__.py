@@ -1,0 +1,1 @@
+"""The adapters through which builds reach the pipeline: hatch, setuptools and the CLI."""
