@@ -24,7 +24,7 @@ from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
-from hatch_flyte.discovery import (
+from hatch_flyte.discovery.model import (
     DiscoveryResult,
     Environment,
     Unresolved,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from hatch_flyte.discovery import (
+from hatch_flyte.discovery.model import (
     ENVIRONMENT_CLASSES,
     DiscoveryResult,
     Environment,
