@@ -547,7 +547,7 @@ def test_base_digest_is_the_manifest_digest_of_the_base_in_its_repository(
     """``base.digest`` is what ``base.name@digest`` resolves: the manifest digest the registry gives
     for the base under its own name, never the image id; unknown (a local image) means no label."""
     from hatch_flyte.image.docker import backend as docker_backend
-    from hatch_flyte.image.docker.dockerfile import oci_labels
+    from hatch_flyte.image.plan import oci_labels
 
     name = engine.new_name("digest-base")
     ref = f"{engine.registry}/{name}:1"

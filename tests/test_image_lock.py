@@ -20,8 +20,8 @@ from packaging.utils import canonicalize_name
 
 from hatch_flyte.errors import ImageError
 from hatch_flyte.image import plan_image
-from hatch_flyte.image.docker.dockerfile import BaseInfo, ImagePlan
 from hatch_flyte.image.lock import find_lock, read_pins
+from hatch_flyte.image.plan import BaseInfo, ImagePlan
 from hatch_flyte.image.wheelhouse import Target
 from hatch_flyte.project import load_project
 from hatch_flyte.wheel import build_wheel

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from hatch_flyte.errors import ImageError
-from hatch_flyte.image.oci.credentials import Credentials
+from hatch_flyte.image.credentials import Credentials
 from hatch_flyte.image.oci.registry import Registry
 
 USER, PASSWORD, TOKEN = "robot", "s3cret", "tok-123"

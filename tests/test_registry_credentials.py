@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hatch_flyte.errors import ImageError
-from hatch_flyte.image.oci.credentials import credentials_for
+from hatch_flyte.image.credentials import credentials_for
 
 HELPER = """#!{python}
 import json, os, sys

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from installer.scripts import ScriptSection
 
 VENV = "/opt/venv"
+#: The image's PATH, the venv first (both backends set it).
+VENV_PATH = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INSTALLER_NAME = b"hatch-flyte\n"
 
 

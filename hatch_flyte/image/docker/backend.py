@@ -6,21 +6,54 @@ Every build and push error arrives in the SDK's stream, not as an exception; eac
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform as host_platform
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import IO, Any
 
+import hatch_flyte.image.basecache as basecache
 from hatch_flyte.errors import ImageError
-from hatch_flyte.image import basecache
-from hatch_flyte.image.docker.dockerfile import BaseInfo, ImagePlan, write_context, write_deps_context
+from hatch_flyte.image.backend import BuiltImage, ImageBackend
+from hatch_flyte.image.credentials import env_credentials
+from hatch_flyte.image.docker.dockerfile import (
+    deps_ref,
+    project_dockerfile,
+    write_context,
+    write_deps_context,
+)
+from hatch_flyte.image.plan import BaseInfo, ImagePlan, linux_platform
 
 log = logging.getLogger(__name__)
 
-_MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+class DockerBackend(ImageBackend):
+    """Images built by a Docker engine (classic builder), tagged there and pushed by it."""
+
+    name = "docker"
+    how = "in the Docker engine"
+
+    def __init__(self) -> None:
+        self.client = connect()
+
+    def base(self, ref: str, python: str | None, platform: str | None) -> BaseInfo:
+        info = inspect_base(self.client, ref, python)
+        # Without a configured platform the engine builds for its own.
+        return info if platform else replace(info, platform=engine_platform(self.client))
+
+    def build(self, plan: ImagePlan, repository: str, tags: Sequence[str], *, push: bool) -> BuiltImage:
+        ref = f"{repository}:{tags[0]}"
+        image_id = build(self.client, plan, ref, tags[1:])
+        digest = None
+        if push:
+            for tag in tags:
+                pushed = push_tag(self.client, f"{repository}:{tag}")
+                digest = digest or pushed
+        return BuiltImage(image_id, digest, dockerfile=project_dockerfile(plan, ref))
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def _where() -> str:
@@ -48,8 +81,7 @@ def connect() -> Any:
 
 
 def engine_platform(client: Any) -> str:
-    arch = client.version().get("Arch") or host_platform.machine()
-    return f"linux/{_MACHINE_TO_ARCH.get(arch, arch)}"
+    return linux_platform(client.version().get("Arch"))
 
 
 def inspect_base(client: Any, ref: str, python: str | None) -> BaseInfo:
@@ -155,7 +187,7 @@ def build(client: Any, plan: ImagePlan, ref: str, tags: Iterable[str]) -> str:
 
     _ensure_deps_image(client, plan)
     with tempfile.TemporaryFile() as context:
-        write_context(plan, plan.dockerfile(ref), context)
+        write_context(plan, project_dockerfile(plan, ref), context)
         context.seek(0)
         image_id = _build(client, context, ref, plan.platform)
     repo, _, _ = ref.rpartition(":")
@@ -182,7 +214,7 @@ def build(client: Any, plan: ImagePlan, ref: str, tags: Iterable[str]) -> str:
 def _ensure_deps_image(client: Any, plan: ImagePlan) -> None:
     import docker.errors
 
-    ref = plan.deps_ref()
+    ref = deps_ref(plan)
     try:
         client.images.get(ref)
     except docker.errors.ImageNotFound:
@@ -243,14 +275,13 @@ def registry_auth(registry: str) -> dict[str, str] | None:
 
     With None the docker SDK uses the standard Docker config (``~/.docker/config.json``).
     """
-    user = os.environ.get("HATCH_FLYTE_REGISTRY_USER")
-    password = os.environ.get("HATCH_FLYTE_REGISTRY_PASSWORD")
-    if user and password:
-        return {"username": user, "password": password, "serveraddress": registry}
-    return None
+    found = env_credentials()
+    if found is None:
+        return None
+    return {"username": found.username, "password": found.password, "serveraddress": registry}
 
 
-def push(client: Any, ref: str) -> str:
+def push_tag(client: Any, ref: str) -> str:
     """Push ``ref``; return the registry's manifest digest. Registry errors become ImageErrors."""
     repo, _, tag = ref.rpartition(":")
     registry = repo.split("/", 1)[0]
@@ -277,7 +308,3 @@ def push(client: Any, ref: str) -> str:
     if digest is None:
         raise ImageError(f"pushing {ref} ended without a digest from the registry")
     return str(digest)
-
-
-def describe(chunk: Mapping[str, Any]) -> str:
-    return json.dumps(chunk, sort_keys=True)

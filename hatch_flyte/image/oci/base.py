@@ -18,8 +18,8 @@ from typing import Any
 
 from hatch_flyte.bundle.statcache import cache_dir
 from hatch_flyte.errors import ImageError
+from hatch_flyte.image.credentials import credentials_for
 from hatch_flyte.image.oci import layout as L
-from hatch_flyte.image.oci.credentials import credentials_for
 from hatch_flyte.image.oci.registry import Reference, Registry, parse_reference, select_platform
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Assembling the image: base + venv skeleton + dependency layer + project layer (+ source), written as
+"""The ``oci`` backend: base + venv skeleton + dependency layer + project layer (+ source), written as
 an OCI layout directory and a ``docker load`` archive, and optionally pushed through the registry API.
 
 Everything is built in a temporary directory inside the output directory and renamed into place at
@@ -12,127 +12,123 @@ import hashlib
 import json
 import logging
 import os
-import platform as host_platform
 import shutil
 import tempfile
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import hatch_flyte.image.basecache as basecache
+from hatch_flyte.atomic import ensure_directory
 from hatch_flyte.bundle.statcache import cache_dir
-from hatch_flyte.config import ImageConfig
 from hatch_flyte.errors import HatchFlyteError, ImageError
-from hatch_flyte.image import basecache
-from hatch_flyte.image.docker.dockerfile import IMAGE_ID_ENV, SOURCE_DIR, BaseInfo
+from hatch_flyte.image.backend import BuiltImage, ImageBackend
+from hatch_flyte.image.credentials import credentials_for
 from hatch_flyte.image.oci import layout as L
 from hatch_flyte.image.oci.base import BaseImage, load_base
 from hatch_flyte.image.oci.basepython import BasePython, find_python
-from hatch_flyte.image.oci.credentials import credentials_for
 from hatch_flyte.image.oci.layers import Layer, venv_skeleton, write_layer
 from hatch_flyte.image.oci.layout import OCI_LAYER_GZIP
 from hatch_flyte.image.oci.registry import Registry, parse_reference
-from hatch_flyte.image.venv import VENV, Entry, install_wheels, staged_entries
-from hatch_flyte.project import Project
+from hatch_flyte.image.plan import (
+    IMAGE_ID_ENV,
+    SOURCE_DIR,
+    BaseInfo,
+    ImagePlan,
+    linux_platform,
+    source_date_epoch,
+)
+from hatch_flyte.image.venv import VENV, VENV_PATH, Entry, install_wheels, staged_entries
 
 log = logging.getLogger(__name__)
-_MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-#: The docker backend's PATH (its Dockerfile's ENV), so that both backends give the same environment.
 #: Bumped when the layers hatch-flyte writes change for the same inputs (invalidates cached layers).
 LAYER_FORMAT = "1"
-PATH = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass(frozen=True)
-class OciImage:
-    ref: str
-    tags: tuple[str, ...]
-    content_tag: str
-    platform: str
-    base: BaseImage
-    config_digest: str
-    manifest_digest: str
-    layout: Path
-    archive: Path
-    pushed: str | None
 
 
 def host_platform_name() -> str:
-    machine = host_platform.machine()
-    return f"linux/{_MACHINE_TO_ARCH.get(machine, machine.lower())}"
+    return linux_platform()
 
 
 def _iso(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build(
-    project: Project,
-    wheel: Path,
-    config: ImageConfig,
-    output_dir: Path,
-    *,
-    source_files: Sequence[tuple[str, str]] = (),
-    push: bool = False,
-) -> OciImage:
-    from hatch_flyte.atomic import ensure_directory
-    from hatch_flyte.image import (
-        _source_date_epoch,
-        _wheel_metadata,
-        default_base,
-        image_tags,
-        plan_image,
-        repository,
-    )
+class OciBackend(ImageBackend):
+    """Images written as an OCI layout and a ``docker load`` archive into ``output_dir``, without a
+    daemon; pushed through the registry API.
 
-    try:
-        output_dir = ensure_directory(output_dir).resolve()
-    except HatchFlyteError as e:
-        raise ImageError(str(e)) from None
-    epoch = _source_date_epoch()
-    platform = config.platform or host_platform_name()
-    meta = _wheel_metadata(wheel)
-    base_ref = config.base or default_base(meta["Requires-Python"])
-    repo = repository(project, config)
-    target = parse_reference(f"{repo}:x")
-    push_registry = target.registry
-    if push:  # fail before the slow part when the registry is down or refuses the credentials
-        registry = Registry(target.registry, credentials_for(target.registry, use_env=True))
-        registry.blob_exists(target.repository, L.sha256_digest(b""))
-    try:
-        work = Path(tempfile.mkdtemp(prefix=".hatch-flyte-oci-", dir=output_dir))
-    except OSError as e:
-        raise ImageError(
-            f"cannot write into {output_dir}: {e.strerror}; choose another output directory"
-        ) from None
-    try:
-        layout_dir = work / "layout"
-        store = L.BlobStore(layout_dir)
-        log.info("reading base image %s (%s)", base_ref, platform)
-        base = load_base(base_ref, platform, store, push_registry)
-        base_python = _base_python(base, store, config.python, base_ref)
+    Everything is made in a work directory inside ``output_dir``, removed by :meth:`close`.
+    """
+
+    name = "oci"
+    how = "without a daemon"
+
+    def __init__(self, output_dir: Path, repository: str, *, push: bool) -> None:
+        try:
+            self.output_dir = ensure_directory(output_dir).resolve()
+        except HatchFlyteError as e:
+            raise ImageError(str(e)) from None
+        self.push_registry = parse_reference(f"{repository}:x").registry
+        if push:  # fail before the slow part when the registry is down or refuses the credentials
+            target = parse_reference(f"{repository}:x")
+            registry = Registry(target.registry, credentials_for(target.registry, use_env=True))
+            registry.blob_exists(target.repository, L.sha256_digest(b""))
+        try:
+            self.work = Path(tempfile.mkdtemp(prefix=".hatch-flyte-oci-", dir=self.output_dir))
+        except OSError as e:
+            raise ImageError(
+                f"cannot write into {self.output_dir}: {e.strerror}; choose another output directory"
+            ) from None
+        self.layout_dir = self.work / "layout"
+        self.store = L.BlobStore(self.layout_dir)
+        self.bases: dict[str, BaseImage] = {}
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            raise ImageError(
+                f"writing the image into {self.output_dir} failed: {e.strerror or e} ({e.filename or ''}); "
+                "free some space or choose another output directory"
+            ) from None
+
+    def base(self, ref: str, python: str | None, platform: str | None) -> BaseInfo:
+        platform = platform or host_platform_name()
+        with self._writing():
+            log.info("reading base image %s (%s)", ref, platform)
+            base = load_base(ref, platform, self.store, self.push_registry)
+            base_python = _base_python(base, self.store, python, ref)
         if not base_python.has_tar:
             raise ImageError(
-                f"the base image {base_ref} has no tar, which flyte needs to extract bundles; "
+                f"the base image {ref} has no tar, which flyte needs to extract bundles; "
                 "choose a base image with tar"
             )
-        info = BaseInfo(
-            base_ref,
+        self.bases[ref] = base
+        return BaseInfo(
+            ref,
             base.config_digest,
             base.manifest_digest,
             base_python.interpreter,
             base_python.version,
             platform,
         )
-        plan = plan_image(project, wheel, config, info, source_files)
-        content_tag = plan.content_tag()
-        tags = image_tags(project, config, content_tag, meta["Version"])
+
+    def build(self, plan: ImagePlan, repository: str, tags: Sequence[str], *, push: bool) -> BuiltImage:
+        with self._writing():
+            return self._build(plan, repository, tags, push)
+
+    def _build(self, plan: ImagePlan, repo: str, tags: Sequence[str], push: bool) -> BuiltImage:
+        base, store, work, layout_dir = self.bases[plan.base], self.store, self.work, self.layout_dir
+        epoch = source_date_epoch()
         ref = f"{repo}:{tags[0]}"
-        log.info("building image %s (%s) from %s without a daemon", ref, platform, base_ref)
-        layers = _layers(plan, base_python.interpreter, base_python.version, store, epoch, work)
-        config_doc = _config(base, plan, layers, ref, epoch, platform)
+        layers = _layers(plan, store, epoch, work)
+        config_doc = _config(base, plan, layers, ref, epoch, plan.platform)
         config_digest = store.put_bytes(L.canonical_json(config_doc))
         manifest_doc = {
             "schemaVersion": 2,
@@ -142,7 +138,7 @@ def build(
             ).to_json(),
             "layers": [d.to_json() for d in (*base.layers, *(layer.descriptor for layer in layers))],
             "annotations": {
-                "org.opencontainers.image.base.name": base_ref,
+                "org.opencontainers.image.base.name": plan.base,
                 "org.opencontainers.image.base.digest": base.manifest_digest,
             },
         }
@@ -173,23 +169,14 @@ def build(
         ]
         with archive_tmp.open("wb") as out:
             L.write_docker_archive(layout_dir, out, docker_manifest, epoch)
-        pushed = None
         if push:
-            pushed = push_layout(store, manifest, manifest_digest, repo, tags, base)
+            push_layout(store, manifest, manifest_digest, repo, tags, base)
         name = repo.rsplit("/", 1)[-1]
-        layout_out, archive_out = output_dir / f"{name}.oci", output_dir / f"{name}.oci.tar"
+        layout_out, archive_out = self.output_dir / f"{name}.oci", self.output_dir / f"{name}.oci.tar"
         _publish(layout_dir, layout_out, work)
         archive_tmp.replace(archive_out)
         log.info("image %s: %s (layout %s, archive %s)", ref, manifest_digest, layout_out, archive_out)
-        return OciImage(ref, full_tags, content_tag, platform, base, config_digest, manifest_digest,
-                        layout_out, archive_out, pushed)  # fmt: skip
-    except OSError as e:
-        raise ImageError(
-            f"writing the image into {output_dir} failed: {e.strerror or e} ({e.filename or ''}); free some "
-            "space or choose another output directory"
-        ) from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        return BuiltImage(config_digest, manifest_digest, archive=archive_out)
 
 
 def _base_python(base: BaseImage, store: L.BlobStore, python: str | None, where: str) -> BasePython:
@@ -215,9 +202,8 @@ def _publish(new: Path, target: Path, work: Path) -> None:
     new.rename(target)
 
 
-def _layers(
-    plan: Any, python: str, version: tuple[int, int], store: L.BlobStore, epoch: int, work: Path
-) -> list[Layer]:
+def _layers(plan: ImagePlan, store: L.BlobStore, epoch: int, work: Path) -> list[Layer]:
+    python, version = plan.python, plan.python_version
     layers = [
         write_layer(venv_skeleton(python, version), store, epoch, f"hatch-flyte: venv {VENV} for {python}")
     ]
@@ -235,7 +221,7 @@ def _layers(
 
 
 def _config(
-    base: BaseImage, plan: Any, layers: list[Layer], ref: str, epoch: int, platform: str
+    base: BaseImage, plan: ImagePlan, layers: list[Layer], ref: str, epoch: int, platform: str
 ) -> dict[str, Any]:
     doc = {
         k: v for k, v in base.config.items() if k not in ("container", "container_config", "docker_version")
@@ -253,7 +239,7 @@ def _config(
         key, _, value = str(item).partition("=")
         env[key] = value
     env["VIRTUAL_ENV"] = VENV
-    env["PATH"] = PATH
+    env["PATH"] = VENV_PATH
     for key, value in plan.env:
         env[key] = value
     env[IMAGE_ID_ENV] = ref
@@ -320,7 +306,7 @@ def push_layout(
 
 
 def _dependency_layer(
-    plan: Any, version: tuple[int, int], store: L.BlobStore, epoch: int, work: Path
+    plan: ImagePlan, version: tuple[int, int], store: L.BlobStore, epoch: int, work: Path
 ) -> Layer:
     """The wheelhouse installed into the venv; cached by its inputs (the slow part: ~100 MB of gzip)."""
     import installer

@@ -2,7 +2,7 @@
 
 Authentication: anonymous first; on ``401`` the ``WWW-Authenticate`` challenge says ``Basic`` (send
 the credentials) or ``Bearer`` (get a token from the challenge's realm, with the credentials when
-there are any). Where credentials come from: :mod:`hatch_flyte.image.oci.credentials`.
+there are any). Where credentials come from: :mod:`hatch_flyte.image.credentials`.
 
 HTTPS always, except plain HTTP for loopback hosts (``localhost``, ``127.0.0.0/8``, ``::1``) and the
 hosts listed in ``HATCH_FLYTE_INSECURE_REGISTRIES`` (``host:port,host2``).
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hatch_flyte.errors import ImageError
-from hatch_flyte.image.oci.credentials import DOCKER_HUB, PASSWORD_ENV, USER_ENV, Credentials
+from hatch_flyte.image.credentials import DOCKER_HUB, PASSWORD_ENV, USER_ENV, Credentials
 
 log = logging.getLogger(__name__)
 

@@ -40,11 +40,17 @@ def docker_config_path() -> Path:
     return Path(root) / "config.json" if root else Path.home() / ".docker" / "config.json"
 
 
+def env_credentials() -> Credentials | None:
+    """``HATCH_FLYTE_REGISTRY_USER``/``_PASSWORD``, when both are set."""
+    user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
+    return Credentials(user, password, f"{USER_ENV}/{PASSWORD_ENV}") if user and password else None
+
+
 def credentials_for(registry: str, *, use_env: bool) -> Credentials | None:
     """Credentials for ``registry`` (``host[:port]``, ``docker.io`` for Docker Hub), or None."""
-    user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
-    if use_env and user and password:
-        return Credentials(user, password, f"{USER_ENV}/{PASSWORD_ENV}")
+    found = env_credentials() if use_env else None
+    if found is not None:
+        return found
     path = docker_config_path()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
