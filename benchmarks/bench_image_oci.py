@@ -82,7 +82,7 @@ MANIFEST_TYPES = (
 
 
 def default_cache_dir() -> Path:
-    from hatch_flyte.bundle.statcache import cache_dir
+    from hatch_flyte.cache import cache_dir
 
     cache = cache_dir()
     if cache is None:

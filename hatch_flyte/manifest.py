@@ -10,12 +10,14 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hatch_flyte.__about__ import __version__
 from hatch_flyte.atomic import write_bytes_atomic
-from hatch_flyte.bundle import Bundle
 from hatch_flyte.project import Project
+
+if TYPE_CHECKING:
+    from hatch_flyte.bundle import Bundle
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "flyte-manifest.json"

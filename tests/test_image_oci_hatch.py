@@ -63,7 +63,7 @@ def registry_base(registry: str, request: pytest.FixtureRequest) -> str:
 def _warm_cache(cache: Path, project: Path, scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``cache`` with the image's wheelhouse only: copied from the default cache when it has it, else
     downloaded by this process's pip (as :func:`hatch_flyte.image.plan_image` would resolve it)."""
-    from hatch_flyte.bundle.statcache import cache_dir
+    from hatch_flyte.cache import cache_dir
     from hatch_flyte.image.oci.builder import host_platform_name
     from hatch_flyte.image.wheelhouse import Target, build_wheelhouse, requires_flyte, wheel_requirements
     from hatch_flyte.wheel import build_wheel

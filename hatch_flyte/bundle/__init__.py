@@ -25,6 +25,7 @@ from hatch_flyte.bundle.archive import (
 from hatch_flyte.bundle.guard import find_secrets
 from hatch_flyte.bundle.ignore import IgnoreRules
 from hatch_flyte.bundle.selection import Selection, select_files
+from hatch_flyte.cache import cache_dir
 from hatch_flyte.config import Compression, SecretsPolicy
 from hatch_flyte.errors import BundleError, SecretsError
 from hatch_flyte.project import Project
@@ -172,7 +173,7 @@ def build(root: Path, outdir: Path, options: BundleOptions | None = None) -> Bun
     ensure_directory(outdir)
     files = tuple(selection.arcnames)
 
-    use_cache = options.use_cache and statcache.cache_dir() is not None
+    use_cache = options.use_cache and cache_dir() is not None
     key = statcache.fingerprint(selection.files) if use_cache else None
     cached = statcache.lookup(selection.root, key) if key is not None else None
     if cached is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hatch_flyte.atomic import atomic_output
 from hatch_flyte.bundle.selection import BundleFile
+from hatch_flyte.cache import cache_dir
 
 log = logging.getLogger(__name__)
 RACY_SECONDS = 2.0
@@ -40,17 +41,6 @@ class Fingerprint:
 class Entry:
     digest: str
     tar_size: int
-
-
-def cache_dir() -> Path | None:
-    """Where entries are kept, or None when caching is turned off."""
-    if os.environ.get("HATCH_FLYTE_NO_CACHE", "") not in ("", "0"):
-        return None
-    explicit = os.environ.get("HATCH_FLYTE_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hatch-flyte"
 
 
 def _entry_path(root: Path) -> Path | None:

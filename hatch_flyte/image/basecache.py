@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hatch_flyte.atomic import write_bytes_atomic
-from hatch_flyte.bundle.statcache import cache_dir
+from hatch_flyte.cache import cache_dir
 from hatch_flyte.errors import BuildError
 
 

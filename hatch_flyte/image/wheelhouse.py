@@ -23,7 +23,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from hatch_flyte.bundle.statcache import cache_dir
+from hatch_flyte.cache import cache_dir
 from hatch_flyte.errors import ImageError
 from hatch_flyte.manifest import sha256_file
 

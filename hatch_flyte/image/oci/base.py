@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hatch_flyte.bundle.statcache import cache_dir
+from hatch_flyte.cache import cache_dir
 from hatch_flyte.errors import ImageError
 from hatch_flyte.image.credentials import credentials_for
 from hatch_flyte.image.oci import layout as L

@@ -22,7 +22,7 @@ from typing import Any
 
 import hatch_flyte.image.basecache as basecache
 from hatch_flyte.atomic import ensure_directory
-from hatch_flyte.bundle.statcache import cache_dir
+from hatch_flyte.cache import cache_dir
 from hatch_flyte.errors import HatchFlyteError, ImageError
 from hatch_flyte.image.backend import BuiltImage, ImageBackend
 from hatch_flyte.image.credentials import credentials_for
