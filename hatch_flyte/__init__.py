@@ -12,7 +12,7 @@ from typing import Any
 
 from hatch_flyte.__about__ import __version__
 
-__all__ = ["InstalledEnvironment", "__version__", "installed_environments"]
+__all__ = ["ENTRY_POINT_GROUP", "InstalledEnvironment", "__version__", "installed_environments"]
 
 ENTRY_POINT_GROUP = "flyte.environments"
 

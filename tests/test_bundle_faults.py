@@ -784,6 +784,20 @@ def test_compatible_build_replaces_a_fast_bundle_of_the_same_name(
     assert compatible.path.read_bytes() == data
 
 
-def test_hatch_flyte_errors_share_one_base() -> None:
-    for error in (BuildError, BundleError, SecretsError):
-        assert issubclass(error, HatchFlyteError)
+def test_every_exception_hatch_flyte_defines_is_a_hatch_flyte_error() -> None:
+    """One ``except HatchFlyteError`` in a frontend catches every error of ours, in any module."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import hatch_flyte
+
+    defined = {}
+    for info in pkgutil.walk_packages(hatch_flyte.__path__, "hatch_flyte."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == info.name:
+                defined[f"{info.name}.{name}"] = value
+    assert {"hatch_flyte.errors.BuildError", "hatch_flyte.errors.SecretsError"} <= set(defined)
+    outside = sorted(name for name, cls in defined.items() if not issubclass(cls, HatchFlyteError))
+    assert outside == [], f"exceptions outside the HatchFlyteError family: {outside}"

@@ -24,7 +24,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -318,7 +318,6 @@ class IgnoreRules:
     git: GitIgnored
     flyteignores: list[FlyteIgnoreFile]
     extra: pathspec.PathSpec | None = None  # type: ignore[type-arg,unused-ignore]
-    ignore_files: list[Path] = field(default_factory=list)
 
     @classmethod
     def for_root(
@@ -335,7 +334,6 @@ class IgnoreRules:
             git=GitIgnored(root, files),
             flyteignores=flyteignores,
             extra=extra,
-            ignore_files=files,
         )
 
     def is_ignored(self, path: str, is_dir: bool) -> bool:

@@ -24,8 +24,6 @@ from hatch_flyte.pipeline import Analysis, analyse, bundle_for, manifest_for
 from hatch_flyte.project import Project, load_project
 from hatch_flyte.report import human_size, render_tree
 
-VERSIONS = ("wheel", "bundle", "image")
-
 
 class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
     """Builder ``flyte``; target options under ``[tool.hatch.build.targets.flyte]``."""

@@ -15,13 +15,13 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
+from hatch_flyte import ENTRY_POINT_GROUP
 from hatch_flyte.bundle import BundleOptions
 from hatch_flyte.errors import ConfigError
 from hatch_flyte.manifest import MANIFEST_NAME, write_manifest
 from hatch_flyte.pipeline import analyse, bundle_for, entry_points, manifest_for
 from hatch_flyte.project import load_project
 
-ENTRY_POINT_GROUP = "flyte.environments"
 _HOOK_OPTIONS = {
     "bundle-dir",
     # read by hatchling itself for every hook

@@ -183,14 +183,7 @@ def _from_archive(ref: str, path: Path, store: L.BlobStore) -> BaseImage:
             layers.append(L.Descriptor(L.OCI_LAYER_GZIP if gzipped else L.OCI_LAYER, digest, size))
     config = L.read_json(store.read(config_digest), f"{where}: config")
     _check_config(config, len(layers), where)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": L.OCI_MANIFEST,
-        "config": L.Descriptor(
-            L.OCI_CONFIG, config_digest, store.path(config_digest).stat().st_size
-        ).to_json(),
-        "layers": [d.to_json() for d in layers],
-    }
+    manifest = L.image_manifest(store, config_digest, layers)
     return BaseImage(ref, L.sha256_digest(L.canonical_json(manifest)), config_digest, config, tuple(layers))
 
 

@@ -86,12 +86,12 @@ def _apply(tree: dict[str, _Node], member: tarfile.TarInfo) -> None:
         tree[path] = _Node("file")
 
 
-def _resolve(tree: dict[str, _Node], path: str) -> str | None:
-    """Follow symlinks (in any component) to a file; None when it does not exist."""
+def _follow(tree: dict[str, _Node], path: str) -> str | None:
+    """``path`` with every symlinked component resolved (``/lib`` -> ``/usr/lib`` on merged-/usr);
+    None for a chain of more than 40 links (a loop)."""
     for _ in range(40):
-        parts = path.strip("/").split("/")
+        parts = [part for part in path.strip("/").split("/") if part]
         current = ""
-        changed = False
         for i, part in enumerate(parts):
             current = f"{current}/{part}"
             node = tree.get(current)
@@ -102,14 +102,19 @@ def _resolve(tree: dict[str, _Node], path: str) -> str | None:
                     else posixpath.join(posixpath.dirname(current), node.target)
                 )
                 path = posixpath.normpath("/".join([target, *parts[i + 1 :]]))
-                changed = True
                 break
-            if node is not None and node.kind == "link" and i == len(parts) - 1:
-                return node.target
-        if not changed:
-            node = tree.get(path)
-            return path if node is not None and node.kind in ("file", "link") else None
+        else:
+            return current or "/"
     return None
+
+
+def _resolve(tree: dict[str, _Node], path: str) -> str | None:
+    """Follow symlinks (in any component) to a file; None when it does not exist."""
+    real = _follow(tree, path)
+    node = tree.get(real) if real is not None else None
+    if node is None or node.kind not in ("file", "link"):
+        return None
+    return node.target if node.kind == "link" else real
 
 
 def find_python(layers: Sequence[Path], python: str | None, where: str) -> BasePython:
@@ -146,23 +151,4 @@ def find_python(layers: Sequence[Path], python: str | None, where: str) -> BaseP
 
 def _resolve_dir(tree: dict[str, _Node], path: str) -> str:
     """``path`` with symlinked components resolved (``/lib`` -> ``/usr/lib`` on merged-/usr)."""
-    parts = path.strip("/").split("/")
-    current = ""
-    for _ in range(40):
-        current = ""
-        restarted = False
-        for i, part in enumerate(parts):
-            current = f"{current}/{part}" if part else current
-            node = tree.get(current)
-            if node is not None and node.kind == "symlink":
-                target = (
-                    node.target
-                    if node.target.startswith("/")
-                    else posixpath.join(posixpath.dirname(current), node.target)
-                )
-                parts = posixpath.normpath("/".join([target, *parts[i + 1 :]])).strip("/").split("/")
-                restarted = True
-                break
-        if not restarted:
-            break
-    return current or "/"
+    return _follow(tree, path) or path

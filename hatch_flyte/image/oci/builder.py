@@ -130,18 +130,15 @@ class OciBackend(ImageBackend):
         layers = _layers(plan, store, epoch, work)
         config_doc = _config(base, plan, layers, ref, epoch, plan.platform)
         config_digest = store.put_bytes(L.canonical_json(config_doc))
-        manifest_doc = {
-            "schemaVersion": 2,
-            "mediaType": L.OCI_MANIFEST,
-            "config": L.Descriptor(
-                L.OCI_CONFIG, config_digest, store.path(config_digest).stat().st_size
-            ).to_json(),
-            "layers": [d.to_json() for d in (*base.layers, *(layer.descriptor for layer in layers))],
-            "annotations": {
+        manifest_doc = L.image_manifest(
+            store,
+            config_digest,
+            [*base.layers, *(layer.descriptor for layer in layers)],
+            {
                 "org.opencontainers.image.base.name": plan.base,
                 "org.opencontainers.image.base.digest": base.manifest_digest,
             },
-        }
+        )
         manifest = L.canonical_json(manifest_doc)
         manifest_digest = store.put_bytes(manifest)
         full_tags = tuple(f"{repo}:{t}" for t in tags)

@@ -262,6 +262,24 @@ def open_docker_archive(path: Path) -> tuple[tarfile.TarFile, dict[str, Any]]:
 # -- writing -----------------------------------------------------------------------------------------
 
 
+def image_manifest(
+    store: BlobStore,
+    config_digest: str,
+    layers: Sequence[Descriptor],
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """An OCI image manifest for a config already in ``store`` and ``layers``."""
+    doc: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": Descriptor(OCI_CONFIG, config_digest, store.path(config_digest).stat().st_size).to_json(),
+        "layers": [d.to_json() for d in layers],
+    }
+    if annotations:
+        doc["annotations"] = dict(annotations)
+    return doc
+
+
 def write_layout_files(root: Path, manifests: Sequence[Descriptor]) -> None:
     (root / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
     index = {

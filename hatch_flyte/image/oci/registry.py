@@ -21,13 +21,14 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from hatch_flyte.errors import ImageError
 from hatch_flyte.image.credentials import DOCKER_HUB, PASSWORD_ENV, USER_ENV, Credentials
+from hatch_flyte.image.oci.layout import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ _HUB_API = "registry-1.docker.io"
 TIMEOUT = 60.0
 _CHUNK = 1 << 20
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CREDENTIALS_HINT = f"set {USER_ENV}/{PASSWORD_ENV} or log in with `docker login` (~/.docker/config.json)"
@@ -443,7 +440,3 @@ def select_platform(index: Mapping[str, Any], platform: str, where: str) -> Mapp
             "`tool.flyte.image.platform` to one of those or choose another base"
         )
     return found[0]
-
-
-def join_scopes(scopes: Iterable[str]) -> str:
-    return " ".join(scopes)
