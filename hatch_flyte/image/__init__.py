@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class ImageResult:
     content_tag: str
     digest: str | None = None
     backend: str = "docker"
-    dockerfile: str = field(default="", repr=False)
     #: The ``docker load`` archive (the oci backend's output), else None.
     archive: str | None = None
     #: Whether the image was pushed to its registry in this build.
@@ -113,7 +112,6 @@ def build_image(
         content_tag=content_tag,
         digest=built.digest,
         backend=backend.name,
-        dockerfile=built.dockerfile,
         archive=str(built.archive) if built.archive is not None else None,
         pushed=do_push,
     )

@@ -24,8 +24,6 @@ class BuiltImage:
     id: str
     #: The manifest digest: the registry's when pushed (``docker``), the layout's (``oci``).
     digest: str | None
-    #: The Dockerfile the image was built from (``docker`` only).
-    dockerfile: str = ""
     #: The ``docker load`` archive (``oci`` only).
     archive: Path | None = None
 

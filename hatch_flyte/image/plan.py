@@ -215,7 +215,7 @@ def plan_image(
     base_info: BaseInfo,
     source_files: Sequence[tuple[str, str]] = (),
 ) -> ImagePlan:
-    """Everything that makes the image: wheelhouse, labels, Dockerfile inputs."""
+    """Everything that makes the image, for any backend: wheelhouse, labels, environment, source."""
     pyproject = str(project.pyproject or project.directory)
     target = Target(base_info.python_version, config.platform or base_info.platform)
     check_wheel_fits(wheel, target)

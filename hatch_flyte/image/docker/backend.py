@@ -50,7 +50,7 @@ class DockerBackend(ImageBackend):
             for tag in tags:
                 pushed = push_tag(self.client, f"{repository}:{tag}")
                 digest = digest or pushed
-        return BuiltImage(image_id, digest, dockerfile=project_dockerfile(plan, ref))
+        return BuiltImage(image_id, digest)
 
     def close(self) -> None:
         self.client.close()
