@@ -24,11 +24,12 @@ else:  # pragma: no cover - exercised on 3.10 only
 Compression = Literal["fast", "compatible"]
 SecretsPolicy = Literal["warn", "error", "off"]
 Discovery = Literal["static", "import"]
+CopyStyle = Literal["all", "loaded-modules", "none"]
 
 COMPRESSIONS: tuple[str, ...] = ("fast", "compatible")
 SECRETS_POLICIES: tuple[str, ...] = ("warn", "error", "off")
 DISCOVERIES: tuple[str, ...] = ("static", "import")
-COPY_STYLES: tuple[str, ...] = ("all",)
+COPY_STYLES: tuple[str, ...] = ("all", "loaded-modules", "none")
 
 _ENV_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
@@ -37,7 +38,9 @@ _ENV_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 class BundleConfig:
     """``[tool.flyte.bundle]``: how the fast-registration code bundle is made."""
 
-    copy_style: str = "all"
+    #: ``all``: every file under the root the ignore rules keep; ``loaded-modules``: the files of
+    #: the modules the environments' modules import (flyte deploy's default); ``none``: no bundle.
+    copy_style: CopyStyle = "all"
     ignores: tuple[str, ...] = ()
     keep_default_ignores: bool = True
     include: tuple[str, ...] = ()
@@ -129,6 +132,12 @@ def parse_config(data: Mapping[str, Any], pyproject: Path) -> FlyteConfig:
             sub_tables[name] = checker.table(sub_raw, f"tool.flyte.{name}", keys)
         else:
             checker.problems.append(f"`tool.flyte.{name}` must be a table, got {_kind(sub_raw)}")
+    bundle = sub_tables.get("bundle", {})
+    if bundle.get("copy_style") == "none" and bundle.get("include"):
+        checker.problems.append(
+            '`tool.flyte.bundle.include` is set but `tool.flyte.bundle.copy-style` is "none", so no bundle '
+            'is made to hold it; remove `include`, or choose copy-style "all" or "loaded-modules"'
+        )
     if checker.problems:
         raise ConfigError(str(pyproject), checker.problems)
     cfg.pop("bundle", None)

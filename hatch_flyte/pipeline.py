@@ -5,6 +5,7 @@ analyse (package + environments) -> bundle -> manifest. Nothing here knows about
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -12,12 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hatch_flyte.bundle import Bundle, BundleOptions, build
-from hatch_flyte.discovery import DiscoveryResult, discover
+from hatch_flyte.discovery import DiscoveryResult, discover, loaded_module_files
+from hatch_flyte.errors import BundleError
 from hatch_flyte.manifest import make_manifest
 from hatch_flyte.project import Project
 
 if TYPE_CHECKING:
     from hatch_flyte.image import ImageResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,45 @@ def with_environment_includes(
     return replace(options, include=tuple(dict.fromkeys((*options.include, *extra))))
 
 
+def project_bundle_options(
+    project: Project, options: BundleOptions, discovery: DiscoveryResult | None = None
+) -> BundleOptions | None:
+    """What the project's bundle holds, as ``tool.flyte.bundle.copy-style`` says; None for "none".
+
+    The environments' ``include`` paths are added (when ``discovery`` is known). For
+    "loaded-modules" the environments' modules are imported (one subprocess, see
+    :func:`hatch_flyte.discovery.loaded_module_files`) and the files they load are the bundle's.
+    """
+    style = project.config.bundle.copy_style
+    if style == "none":
+        return None
+    if style == "loaded-modules" and discovery is None:
+        discovery = discover(project)
+    if discovery is not None:
+        options = with_environment_includes(project, options, discovery)
+    if style == "loaded-modules":
+        assert discovery is not None
+        modules = tuple(dict.fromkeys(e.module for e in discovery.environments))
+        if not modules:
+            raise BundleError(
+                f'`tool.flyte.bundle.copy-style = "loaded-modules"` bundles the modules that the '
+                f"environments' modules load, but no environment was found under {project.root_dir}; "
+                'add one, list them in `tool.flyte.environments`, or set copy-style = "all"'
+            )
+        options = replace(options, modules=loaded_module_files(project, modules))
+    return options
+
+
+NO_BUNDLE = 'copy-style = "none": no code bundle is made (the image carries the code)'
+
+
 def bundle_for(
     project: Project, outdir: Path, options: BundleOptions, analysis: Analysis | None = None
-) -> Bundle:
-    """Build the project's bundle, with its environments' ``include`` paths when known."""
-    if analysis is not None:
-        options = with_environment_includes(project, options, analysis.discovery)
-    return build(project.root_dir, outdir, options)
+) -> Bundle | None:
+    """Build the project's bundle as its copy-style says (None for "none"), with its
+    environments' ``include`` paths when known."""
+    resolved = project_bundle_options(project, options, analysis.discovery if analysis else None)
+    return build(project.root_dir, outdir, resolved) if resolved is not None else None
 
 
 def manifest_for(
@@ -149,13 +185,21 @@ def build_artifacts(
     analysis = analyse(project)
     outdir = ensure_directory(outdir)
     options = options or BundleOptions.for_project(project)
+    resolved: BundleOptions | None = None
+    if "bundle" in wanted or ("image" in wanted and project.config.image.source):
+        resolved = project_bundle_options(project, options, analysis.discovery)
     with tempfile.TemporaryDirectory(prefix="hatch-flyte-build-") as scratch:
         wheel = None
         if "wheel" in wanted or "image" in wanted:
             # The image needs the wheel; when it was not asked for, it is made aside and dropped.
             wheel_dir = outdir if "wheel" in wanted else Path(scratch)
             wheel = build_wheel(project.directory, wheel_dir, isolation=isolation)
-        bundle = bundle_for(project, outdir, options, analysis) if "bundle" in wanted else None
+        bundle = None
+        if "bundle" in wanted:
+            if resolved is None:
+                log.info(NO_BUNDLE)
+            else:
+                bundle = build(project.root_dir, outdir, resolved)
         artifacts = []
         if wheel is not None and "wheel" in wanted:
             artifacts.append(artifact_entry(wheel, "wheel"))
@@ -179,7 +223,7 @@ def build_artifacts(
 
             assert wheel is not None
             image = build_image(
-                project, wheel, source_files=source_files(project, options, analysis), output_dir=outdir
+                project, wheel, source_files=source_files(project, resolved), output_dir=outdir
             )
             if image.archive:
                 artifacts.append(artifact_entry(Path(image.archive), "image-archive"))
@@ -187,13 +231,16 @@ def build_artifacts(
     return BuildResult(analysis=analysis, manifest=path, wheel=listed_wheel, bundle=bundle, image=image)
 
 
-def source_files(project: Project, options: BundleOptions, analysis: Analysis) -> list[tuple[str, str]]:
-    """The bundle's files as ``(path, arcname)``, for images that also carry the source."""
+def source_files(project: Project, options: BundleOptions | None) -> list[tuple[str, str]]:
+    """The bundle's files as ``(path, arcname)``, for images that also carry the source.
+
+    ``options`` come from :func:`project_bundle_options`; for copy-style "none" (None) the
+    source is every file under the root that the ignore rules keep."""
     if not project.config.image.source:
         return []
     from hatch_flyte.bundle import select
 
-    selection, _ = select(project.root_dir, with_environment_includes(project, options, analysis.discovery))
+    selection, _ = select(project.root_dir, options or BundleOptions.for_project(project))
     return [(f.path, f.arcname) for f in selection.files]
 
 

@@ -270,7 +270,14 @@ def test_wrong_types(tmp_path: Path, body: str, expected: str) -> None:
         (
             "bundle.copy-style",
             "loaded",
-            "`tool.flyte.bundle.copy-style` must be one of 'all', got a string ('loaded')",
+            "`tool.flyte.bundle.copy-style` must be one of 'all', 'loaded-modules', 'none', got a string "
+            "('loaded'); did you mean 'loaded-modules'?",
+        ),
+        (
+            "bundle.copy-style",
+            "loaded_modules",
+            "`tool.flyte.bundle.copy-style` must be one of 'all', 'loaded-modules', 'none', got a string "
+            "('loaded_modules'); did you mean 'loaded-modules'?",
         ),
         (
             "bundle.compression",
@@ -282,6 +289,20 @@ def test_wrong_types(tmp_path: Path, body: str, expected: str) -> None:
 def test_bad_enum_value(tmp_path: Path, key: str, value: str, expected: str) -> None:
     table, _, name = f"tool.flyte.{key}".rpartition(".")
     assert only_problem(tmp_path, f'[{table}]\n{name} = "{value}"\n') == expected
+
+
+@pytest.mark.parametrize("style", ["all", "loaded-modules", "none"])
+def test_copy_styles(tmp_path: Path, style: str) -> None:
+    config = load_config(pyproject(tmp_path, f'[tool.flyte.bundle]\ncopy-style = "{style}"\n'))
+    assert config.bundle.copy_style == style
+
+
+def test_include_without_a_bundle_is_an_error(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, '[tool.flyte.bundle]\ncopy-style = "none"\ninclude = ["data"]\n')
+    assert problem == (
+        '`tool.flyte.bundle.include` is set but `tool.flyte.bundle.copy-style` is "none", so no bundle '
+        'is made to hold it; remove `include`, or choose copy-style "all" or "loaded-modules"'
+    )
 
 
 # --- paths that leave the project ----------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The code-bundle engine: from a root directory to ``fast<digest>.tar.gz`` in an output directory.
 
-The file list, name and tar bytes are those of ``flyte deploy`` (flyte 2.12, ``copy_style="all"``)
-for the same root. The work is one read of each file; an unchanged tree is recognised from file
+The file list, name and tar bytes are those of ``flyte deploy`` (flyte 2.12) for the same root:
+``copy_style="all"`` by default, ``"loaded_modules"`` when :attr:`BundleOptions.modules` lists the
+loaded files. The work is one read of each file; an unchanged tree is recognised from file
 metadata (see :mod:`hatch_flyte.bundle.statcache`) and its bundle reused without reading or writing.
 """
 
@@ -24,7 +25,7 @@ from hatch_flyte.bundle.archive import (
 )
 from hatch_flyte.bundle.guard import find_secrets
 from hatch_flyte.bundle.ignore import IgnoreRules
-from hatch_flyte.bundle.selection import Selection, select_files
+from hatch_flyte.bundle.selection import Selection, select_files, select_listed
 from hatch_flyte.cache import cache_dir
 from hatch_flyte.config import Compression, SecretsPolicy
 from hatch_flyte.errors import BundleError, SecretsError
@@ -44,6 +45,9 @@ class BundleOptions:
     secrets: SecretsPolicy = "warn"
     #: Reuse the digest of an unchanged tree without reading its files.
     use_cache: bool = True
+    #: The files to bundle instead of walking the root (flyte's ``loaded_modules`` style: the
+    #: files of the modules the environments load); ``include`` is added on top.
+    modules: tuple[Path, ...] | None = None
 
     @classmethod
     def for_project(
@@ -96,6 +100,13 @@ NOTHING_TO_BUNDLE = (
 )
 
 
+NO_LOADED_MODULES = (
+    "no files to bundle in {root}: the environments' modules load no module file under the root.\n"
+    "Check that the environments' modules lie under the root (`tool.flyte.root-dir`), or set "
+    '`tool.flyte.bundle.copy-style = "all"`'
+)
+
+
 def check_root(root: Path) -> Path:
     """The resolved root, or a clear error when it is missing or not a directory."""
     resolved = Path(root).resolve()
@@ -115,7 +126,12 @@ def select(
     root = check_root(root)
     rules = IgnoreRules.for_root(root, options.ignores, options.keep_default_ignores)
     exclude = [outdir] if outdir is not None and _is_under(outdir.resolve(), root) else []
-    selection = select_files(root, rules, options.include, exclude_dirs=exclude)
+    if options.modules is not None:
+        selection = select_listed(root, options.modules, rules, options.include, exclude_dirs=exclude)
+        if not selection.files:
+            raise BundleError(NO_LOADED_MODULES.format(root=root))
+    else:
+        selection = select_files(root, rules, options.include, exclude_dirs=exclude)
     if not selection.files:
         raise BundleError(NOTHING_TO_BUNDLE.format(root=root))
     return selection, _guard(selection, options.secrets)

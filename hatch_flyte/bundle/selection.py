@@ -62,6 +62,39 @@ def select_files(
     return Selection(root=root, files=files, skipped=tuple(skipped))
 
 
+def select_listed(
+    root: Path,
+    paths: Sequence[Path],
+    rules: IgnoreRules,
+    include: Sequence[Path] = (),
+    exclude_dirs: Iterable[Path] = (),
+) -> Selection:
+    """``paths`` (files under ``root``, e.g. the modules flyte's ``loaded_modules`` style lists)
+    plus ``include`` entries, in flyte's order. ``rules`` apply to the ``include`` entries only:
+    flyte filters neither the listed files nor an ``include``d file, only what it finds by walking
+    an ``include``d directory."""
+    skipped: list[str] = []
+    excluded = {(s.st_dev, s.st_ino) for s in (_stat_or_none(d) for d in exclude_dirs) if s is not None}
+    prefix = str(root).rstrip("/") + "/"
+    found = list(dict.fromkeys(_under_root(root, prefix, str(p)) for p in paths))
+    if include:
+        found = _add_includes(root, found, include, rules, excluded, skipped)
+    found.sort()
+    files = tuple(BundleFile(p, p[len(prefix) :].replace(os.sep, "/")) for p in found)
+    return Selection(root=root, files=files, skipped=tuple(skipped))
+
+
+def _under_root(root: Path, prefix: str, path: str) -> str:
+    """``path`` spelled under ``root``: a file reached through a linked directory keeps its name."""
+    if path.startswith(prefix):
+        return path
+    try:
+        rel = Path(path).parent.resolve().relative_to(root)
+    except (OSError, ValueError):
+        raise BundleError(f"{path} is not under the bundle root {root}") from None
+    return str(root / rel / Path(path).name)
+
+
 def _stat_or_none(path: Path) -> os.stat_result | None:
     try:
         return path.stat()

@@ -37,9 +37,10 @@ The result types and the index of the bundle's modules, which both methods share
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from hatch_flyte.discovery.importing import _ImportDiscovery
+from hatch_flyte.discovery.importing import _ImportDiscovery, _LoadedModules
 from hatch_flyte.discovery.model import (
     ENVIRONMENT_CLASSES,
     DiscoveryResult,
@@ -51,7 +52,14 @@ from hatch_flyte.discovery.model import (
 from hatch_flyte.discovery.static import _static
 from hatch_flyte.project import Project
 
-__all__ = ["ENVIRONMENT_CLASSES", "DiscoveryResult", "Environment", "Unresolved", "discover"]
+__all__ = [
+    "ENVIRONMENT_CLASSES",
+    "DiscoveryResult",
+    "Environment",
+    "Unresolved",
+    "discover",
+    "loaded_module_files",
+]
 
 
 def discover(project: Project, modules_root: Path | None = None) -> DiscoveryResult:
@@ -68,3 +76,15 @@ def discover(project: Project, modules_root: Path | None = None) -> DiscoveryRes
     if project.config.discovery == "import":
         return _ImportDiscovery(project, root, index).run(selected, explicit, not_modules)
     return _static(project, root, index, selected, explicit, not_modules)
+
+
+def loaded_module_files(project: Project, modules: Sequence[str]) -> tuple[Path, ...]:
+    """The files flyte's ``copy_style="loaded_modules"`` bundle holds for these modules.
+
+    ``modules`` (the environments' modules) are imported together in a subprocess of the
+    project's interpreter, the way ``flyte deploy`` imports them; the answer is every file in that
+    process's ``sys.modules`` that flyte keeps: under the bundle root and not installed code. A
+    module that fails to import, or an installed copy of the project that shadows the root, is a
+    :class:`~hatch_flyte.errors.DiscoveryError`.
+    """
+    return _LoadedModules(project, project.root_dir.resolve(), {}).loaded_files(modules)

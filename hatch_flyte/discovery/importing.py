@@ -48,6 +48,10 @@ log = logging.getLogger("hatch_flyte.discovery")
 class _ImportDiscovery:
     """Imports the modules in the project's interpreter and reads flyte's environment registry."""
 
+    #: How errors name the job and the way out of it.
+    purpose = "import discovery"
+    fallback = 'set discovery = "static" under [tool.flyte]'
+
     def __init__(self, project: Project, root: Path, index: Mapping[str, _ModuleFile]) -> None:
         self.project = project
         self.root = root
@@ -191,14 +195,13 @@ class _ImportDiscovery:
             if not (path.is_file() and os.access(path, os.X_OK)):
                 raise DiscoveryError(
                     f"{where}: {path} is not an executable file; point it at the Python interpreter "
-                    'that has your project and flyte installed, or set discovery = "static"'
+                    f"that has your project and flyte installed, or {self.fallback}"
                 )
             return str(path)
         found = shutil.which(configured)
         if found is None:
             raise DiscoveryError(
-                f"{where}: no `{configured}` on PATH; give the interpreter's path, or set "
-                'discovery = "static"'
+                f"{where}: no `{configured}` on PATH; give the interpreter's path, or {self.fallback}"
             )
         return found
 
@@ -220,18 +223,18 @@ class _ImportDiscovery:
             )
         except OSError as e:
             raise DiscoveryError(
-                f"cannot run {python} for import discovery: {e.strerror or e}; check `tool.flyte.python` "
-                'or set discovery = "static"'
+                f"cannot run {python} for {self.purpose}: {e.strerror or e}; check `tool.flyte.python` "
+                f"or {self.fallback}"
             ) from None
         try:
             out, err = process.communicate(json.dumps(request).encode("utf-8"), timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill(process)
             raise DiscoveryError(
-                f"import discovery did not finish within {timeout:g} s (importing the modules under "
+                f"{self.purpose} did not finish within {timeout:g} s (importing the modules under "
                 f"{self.root} with {python}); raise `tool.flyte.discovery-timeout` in "
                 f"{_config_source(self.project)}, make module imports faster (no work at import time), "
-                'or set discovery = "static"'
+                f"or {self.fallback}"
             ) from None
         stderr = err.decode("utf-8", errors="replace")
         if stderr.strip():
@@ -241,18 +244,60 @@ class _ImportDiscovery:
         except ValueError:
             tail = "\n".join(stderr.strip().splitlines()[-15:])
             raise DiscoveryError(
-                f"import discovery with {python} failed (exit status {process.returncode}) before "
+                f"{self.purpose} with {python} failed (exit status {process.returncode}) before "
                 f"reporting; its output ends with:\n{tail}\n"
-                'Fix the error above, or set discovery = "static" under [tool.flyte]'
+                f"Fix the error above, or {self.fallback}"
             ) from None
         if answer.get("error") == "flyte":
             raise DiscoveryError(
-                f"import discovery needs flyte in the interpreter that imports the project ({python}), "
+                f"{self.purpose} needs flyte in the interpreter that imports the project ({python}), "
                 f"but `import flyte` fails there: {answer.get('message')}. Install flyte into that "
                 f"environment ({python} -m pip install flyte), point `tool.flyte.python` at an interpreter "
-                'that has it, or set discovery = "static" under [tool.flyte]'
+                f"that has it, or {self.fallback}"
             )
         return answer
+
+
+class _LoadedModules(_ImportDiscovery):
+    """Imports the environments' modules as ``flyte deploy`` does, for a loaded_modules bundle."""
+
+    purpose = 'copy-style = "loaded-modules"'
+    fallback = 'set `tool.flyte.bundle.copy-style = "all"`'
+
+    def loaded_files(self, modules: Sequence[str]) -> tuple[Path, ...]:
+        """The files flyte's ``loaded_modules`` bundle holds once ``modules`` are imported."""
+        paths = [[name, str(_module_path(self.root, name))] for name in modules]
+        answer = self.probe(
+            {"root": str(self.root), "modules": paths, "files": [], "refs": None, "loaded": True}
+        )
+        failures = [self.failure(f) for f in answer.get("failures", [])]
+        if failures:
+            shown = "\n".join(f"  - {u}" for u in failures)
+            raise DiscoveryError(
+                f"{self.purpose} imports the environments' modules with {self.python()} "
+                f"to see what they load, and {len(failures)} of them failed:\n{shown}\n"
+                "Fix the error (is the project with its dependencies installed in that interpreter? "
+                f"`tool.flyte.python` chooses it), or {self.fallback}"
+            )
+        shadowed = answer.get("shadowed", [])
+        if shadowed:
+            shown = "\n".join(
+                f"  - `{name}` from {found} instead of {own}" for name, found, own in shadowed[:10]
+            )
+            raise DiscoveryError(
+                f"an installed copy of the project shadows the bundle root {self.root} in {self.python()}:\n"
+                f"{shown}\nflyte appends the root to sys.path, after site-packages, so its loaded_modules "
+                "bundle would leave these modules out. Uninstall the copy, or install the project in "
+                "editable mode (`pip install -e .`)"
+            )
+        return tuple(Path(f) for f in answer.get("loaded", []))
+
+
+def _module_path(root: Path, name: str) -> Path:
+    """The file of module ``name`` under ``root`` (a package's ``__init__.py`` first)."""
+    base = root.joinpath(*name.split("."))
+    package = base / "__init__.py"
+    return package if package.is_file() else base.with_suffix(".py")
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

@@ -5,13 +5,19 @@ work on every Python flyte supports (3.10+); it never imports hatch_flyte. It re
 request on stdin::
 
     {"root": "/abs/root", "modules": [["pkg.mod", "/abs/root/pkg/mod.py"], ...],
-     "files": ["/abs/root/pkg/mod.py", ...], "refs": ["pkg.mod:attr", ...] or null}
+     "files": ["/abs/root/pkg/mod.py", ...], "refs": ["pkg.mod:attr", ...] or null,
+     "loaded": false}
 
 imports every module of ``modules`` (or, with ``refs``, the module of each reference) the way
 ``flyte deploy --recursive`` does, with the root as ``sys.path[0]``, then reads flyte's registry
 of loaded environments (``flyte._environment._ENVIRONMENT_REGISTRY``) and writes one JSON
 document to the original standard output. Whatever the imported code prints goes to standard
 error, so it cannot corrupt the answer.
+
+With ``"loaded": true`` it answers what flyte's ``copy_style="loaded_modules"`` bundle would hold
+instead: it imports ``modules`` the way ``flyte deploy`` does (the root appended to ``sys.path``,
+after site-packages) and lists the files of ``sys.modules`` that flyte keeps (see
+:func:`_loaded_files`), plus the project modules that an installed copy shadowed.
 
 While importing, the registry is wrapped so that each environment's creation site (the innermost
 frame in a project file) is recorded: flyte itself only keeps the file (``_declaring_file``).
@@ -22,8 +28,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import site
 import sys
 import traceback
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _ENV_FIELDS_RESOURCES = ("cpu", "memory", "gpu", "disk", "shm")
@@ -34,7 +43,7 @@ def _last_line(exc: BaseException) -> str:
     return lines[-1].strip() if lines else type(exc).__name__
 
 
-def _failure(name: str, path: str, exc: BaseException, files: set[str]) -> dict[str, Any]:
+def _failure(name: str, path: str, exc: BaseException, mine: Callable[[str], bool]) -> dict[str, Any]:
     """Where an import failed: the line in the module itself and the deepest project frame."""
     line = 0
     where = None
@@ -42,11 +51,11 @@ def _failure(name: str, path: str, exc: BaseException, files: set[str]) -> dict[
         filename = os.path.abspath(frame.filename)
         if filename == path:
             line = frame.lineno or 0
-        if filename in files:
+        if mine(filename):
             where = [filename, frame.lineno or 0]
     if isinstance(exc, SyntaxError) and exc.filename:
         filename = os.path.abspath(exc.filename)
-        if filename in files:
+        if mine(filename):
             where = [filename, exc.lineno or 0]
             if filename == path:
                 line = exc.lineno or 0
@@ -97,7 +106,106 @@ def _site(files: set[str]) -> list[Any] | None:
     return None
 
 
+def _under(path: str, directory: Path) -> bool:
+    """flyte's test (``_file_is_in_directory``): both sides resolved, unresolvable is outside."""
+    try:
+        return Path(path).resolve().is_relative_to(directory)
+    except OSError:
+        return False
+
+
+def _installed_directories() -> list[Path]:
+    """flyte's directories of installed code (``_build_invalid_directories``), resolved."""
+    import flyte
+
+    found = [os.path.dirname(flyte.__file__), sys.prefix, sys.base_prefix, site.getusersitepackages()]
+    found.extend(getattr(site, "getsitepackages", list)())
+    out = []
+    for directory in found:
+        try:
+            out.append(Path(directory).resolve())
+        except OSError:
+            continue
+    return out
+
+
+def _module_file(module: Any) -> Any:
+    """``module.__file__`` as flyte reads it: a lazy module that was never imported has none."""
+    if "LazyModule" in object.__getattribute__(module, "__class__").__name__:
+        name = object.__getattribute__(module, "__name__")
+        real = sys.modules.get(name)
+        if real is None or type(real).__name__ == "_LazyModule":
+            return None
+    try:
+        return module.__file__
+    except Exception:
+        return None
+
+
+def _loaded_files(root: Path) -> list[str]:
+    """The files flyte's ``loaded_modules`` bundle takes from ``sys.modules`` (flyte 2.12.1,
+    ``_code_bundle/_utils.py`` ``list_imported_modules_as_files``): each module's ``__file__`` as
+    it is, kept when it is a string, not under flyte's package, ``sys.prefix``,
+    ``sys.base_prefix`` or a site-packages directory, under the root, and a regular file."""
+    installed = _installed_directories()
+    files = set()
+    for module in list(sys.modules.values()):
+        path = _module_file(module)
+        if not isinstance(path, str):
+            continue
+        if any(_under(path, d) for d in installed) or not _under(path, root):
+            continue
+        if os.path.isfile(path):
+            files.add(path)
+    return sorted(files)
+
+
+def _shadowed(root: Path, targets: list[str]) -> list[list[str]]:
+    """Project modules imported from outside the root although the root holds them."""
+    tops = {name.partition(".")[0] for name in targets}
+    out = []
+    for name, module in sorted(list(sys.modules.items())):
+        if module is None or name.partition(".")[0] not in tops:
+            continue
+        path = _module_file(module)
+        if not isinstance(path, str) or _under(path, root):
+            continue
+        base = root.joinpath(*name.split("."))
+        own = [c for c in (base.with_suffix(".py"), base / "__init__.py") if c.is_file()]
+        if own:
+            out.append([name, os.path.abspath(path), str(own[0])])
+    return out
+
+
+def _probe_loaded(request: dict[str, Any]) -> dict[str, Any]:
+    """Import ``modules`` as ``flyte deploy`` does and list what its loaded_modules bundle holds."""
+    root = Path(request["root"])
+    # flyte.init() appends the root: an installed copy of a project package wins over it.
+    if sys.path and sys.path[0] in ("", ".", os.getcwd()):
+        del sys.path[0]
+    sys.path.append(str(root))
+    try:
+        import flyte
+    except Exception as e:
+        return {"error": "flyte", "message": _last_line(e)}
+    paths = {name: os.path.abspath(path) for name, path in request["modules"]}
+    failures = []
+    for name in paths:
+        try:
+            importlib.import_module(name)
+        except (Exception, SystemExit) as e:
+            failures.append(_failure(name, paths[name], e, lambda f: _under(f, root)))
+    return {
+        "flyte": getattr(flyte, "__version__", None),
+        "failures": failures,
+        "loaded": _loaded_files(root),
+        "shadowed": _shadowed(root, list(paths)),
+    }
+
+
 def _probe(request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("loaded"):
+        return _probe_loaded(request)
     root = request["root"]
     files = {os.path.abspath(f) for f in request["files"]}
     if sys.path and sys.path[0] in ("", ".", os.getcwd()):
@@ -144,7 +252,7 @@ def _probe(request: dict[str, Any]) -> dict[str, Any]:
             if refs is not None:
                 ref_errors[name] = _last_line(e)
             else:
-                failures.append(_failure(name, paths[name], e, files))
+                failures.append(_failure(name, paths[name], e, files.__contains__))
 
     envs: list[Any] = []
     if registry_module is not None:

@@ -22,7 +22,7 @@ from hatch_flyte.bundle.archive import bundle_name
 from hatch_flyte.config import COMPRESSIONS, as_compression
 from hatch_flyte.discovery import discover
 from hatch_flyte.errors import HatchFlyteError
-from hatch_flyte.pipeline import analyse, build_artifacts, manifest_for, with_environment_includes
+from hatch_flyte.pipeline import NO_BUNDLE, analyse, build_artifacts, manifest_for, project_bundle_options
 from hatch_flyte.project import load_project
 from hatch_flyte.report import human_size, render_tree
 
@@ -105,13 +105,17 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         compression=as_compression(args.compression) if args.compression else None,
         secrets="error" if args.strict else None,
     )
-    if project.has_pyproject:
-        # A project's bundle holds its environments' include= paths too, as flyte deploy's does.
-        options = with_environment_includes(project, options, discover(project))
+    # A project's bundle holds its environments' include= paths too, as flyte deploy's does.
+    resolved = project_bundle_options(project, options, discover(project) if project.has_pyproject else None)
+    if resolved is None:
+        if args.json:
+            _out("null")
+        sys.stderr.write(f"{NO_BUNDLE}\n")
+        return 0
     if args.no_cache:
-        options = replace(options, use_cache=False)
+        resolved = replace(resolved, use_cache=False)
     outdir = Path(args.outdir) if args.outdir else project.directory / "dist"
-    bundle = build(project.root_dir, outdir, options)
+    bundle = build(project.root_dir, outdir, resolved)
     if args.json:
         _out(json.dumps(_bundle_json(bundle, project.root_dir), indent=2, sort_keys=True))
         return 0
@@ -129,8 +133,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     project = load_project(Path(args.path), root_dir=args.root_dir)
     analysis = analyse(project)
     manifest = manifest_for(project, analysis)
-    options = with_environment_includes(project, BundleOptions.for_project(project), analysis.discovery)
-    selection, digest = bundle_digest(project.root_dir, options)
+    options = project_bundle_options(project, BundleOptions.for_project(project), analysis.discovery)
+    selection = None
+    if options is not None:
+        selection, digest = bundle_digest(project.root_dir, options)
     data = {
         "project": {"name": project.name, "version": project.version, "directory": str(project.directory)},
         "package": analysis.package,
@@ -138,7 +144,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         "discovery": analysis.discovery.method,
         "environments": manifest["environments"],
         "unresolved": manifest["unresolved"],
-        "bundle": {"name": bundle_name(digest), "digest": digest, "files": len(selection.files)},
+        "bundle": (
+            {"name": bundle_name(digest), "digest": digest, "files": len(selection.files)}
+            if selection is not None
+            else None
+        ),
     }
     if args.json:
         _out(json.dumps(data, indent=2, sort_keys=True))
@@ -147,7 +157,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     _out(f"package      {analysis.package}")
     _out(f"root-dir     {project.root_dir}")
     _out(f"discovery    {analysis.discovery.method}")
-    _out(f"bundle       {bundle_name(digest)} ({len(selection.files)} files)")
+    if selection is not None:
+        _out(f"bundle       {bundle_name(digest)} ({len(selection.files)} files)")
+    else:
+        _out('bundle       none (copy-style = "none")')
     _out()
     rows = [("ENVIRONMENT", "MODULE:ATTRIBUTE", "KIND", "DEPENDS ON", "WHERE")]
     for env in data["environments"]:
@@ -167,8 +180,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         _out("(no environments found)")
     for item in data["unresolved"]:
         _out(f"unresolved: {item['file']}:{item['line']}: {item['reason']}")
-    _out()
-    _out(render_tree(project.root_dir, selection.arcnames))
+    if selection is not None:
+        _out()
+        _out(render_tree(project.root_dir, selection.arcnames))
     return 0
 
 
@@ -192,6 +206,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         _out(
             f"bundle    {b.path} ({len(b.files)} files, {human_size(b.size)}{', reused' if b.reused else ''})"
         )
+    elif "bundle" in targets and project.config.bundle.copy_style == "none":
+        _out(f"bundle    none ({NO_BUNDLE})")
     if result.image is not None:
         pushed = f", pushed as {result.image.digest}" if result.image.pushed else ""
         _out(f"image     {result.image.ref} ({result.image.id[:19]}{pushed})")

@@ -16,11 +16,11 @@ from typing import Any
 from hatchling.builders.plugin.interface import BuilderInterface
 from hatchling.builders.wheel import WheelBuilder
 
-from hatch_flyte.bundle import BundleOptions
+from hatch_flyte.bundle import BundleOptions, build
 from hatch_flyte.errors import BuildError
 from hatch_flyte.frontends.hatch.glue import app_logging
 from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
-from hatch_flyte.pipeline import Analysis, analyse, bundle_for, manifest_for
+from hatch_flyte.pipeline import NO_BUNDLE, Analysis, analyse, manifest_for, project_bundle_options
 from hatch_flyte.project import Project, load_project
 from hatch_flyte.report import human_size, render_tree
 
@@ -85,6 +85,16 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             state.update(project=project, analysis=analysis, artifacts={})
         return state["project"], state["analysis"]
 
+    def _bundle_options(self) -> BundleOptions | None:
+        """The bundle's options for this run (for "loaded-modules", imported once), None for "none"."""
+        state = self.__dict__["_flyte_state"]
+        if "bundle_options" not in state:
+            project, analysis = self._context()
+            defaults = BundleOptions.for_project(project)
+            state["bundle_options"] = project_bundle_options(project, defaults, analysis.discovery)
+        options: BundleOptions | None = state["bundle_options"]
+        return options
+
     def _record(self, directory: str, kind: str, path: Path | None, **extra: Any) -> None:
         """Remember an artifact and rewrite the manifest so that it lists everything made so far."""
         project, analysis = self._context()
@@ -126,8 +136,14 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
 
     def build_bundle_artifact(self, directory: str, **build_data: Any) -> str:
         with app_logging(self.app):
-            project, analysis = self._context()
-            bundle = bundle_for(project, Path(directory), BundleOptions.for_project(project), analysis)
+            project, _ = self._context()
+            options = self._bundle_options()
+            if options is None:
+                # Asked for (a default version, or -t flyte:bundle): say so, and make nothing.
+                self.app.display_info(f"flyte: {NO_BUNDLE}")
+                self._record(directory, "bundle", None)
+                return str(Path(directory, MANIFEST_NAME))
+            bundle = build(project.root_dir, Path(directory), options)
             if self.target_config.get("show-files", False):
                 self.app.display(render_tree(project.root_dir, bundle.files))
             verb = "reused" if bundle.reused else "wrote"
@@ -144,7 +160,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
         from hatch_flyte.pipeline import source_files
 
         with app_logging(self.app):
-            project, analysis = self._context()
+            project, _ = self._context()
             state = self.__dict__["_flyte_state"]
             started = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="hatch-flyte-image-") as scratch:
@@ -154,11 +170,12 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                         self._wheel_builder().build(directory=scratch, versions=["standard"], clean=False)
                     )
                     wheel = Path(built[0])
-                options = BundleOptions.for_project(project)
                 image = build_image(
                     project,
                     wheel,
-                    source_files=source_files(project, options, analysis),
+                    source_files=source_files(project, self._bundle_options())
+                    if project.config.image.source
+                    else (),
                     output_dir=Path(directory),
                 )
             seconds = time.perf_counter() - started

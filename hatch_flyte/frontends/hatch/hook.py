@@ -19,7 +19,7 @@ from hatch_flyte import ENTRY_POINT_GROUP
 from hatch_flyte.bundle import BundleOptions
 from hatch_flyte.errors import ConfigError
 from hatch_flyte.manifest import MANIFEST_NAME, write_manifest
-from hatch_flyte.pipeline import analyse, bundle_for, entry_points, manifest_for
+from hatch_flyte.pipeline import NO_BUNDLE, analyse, bundle_for, entry_points, manifest_for
 from hatch_flyte.project import load_project
 
 _HOOK_OPTIONS = {
@@ -64,7 +64,10 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         if bundle_dir is not None and version != "editable":
             outdir = Path(self.root, bundle_dir)
             bundle = bundle_for(project, outdir, BundleOptions.for_project(project), analysis)
-            self.app.display_info(f"flyte: bundle {bundle.path} ({len(bundle.files)} files)")
+            if bundle is None:
+                self.app.display_info(f"flyte: {NO_BUNDLE}")
+            else:
+                self.app.display_info(f"flyte: bundle {bundle.path} ({len(bundle.files)} files)")
         manifest = manifest_for(
             project, analysis, bundle=bundle, name=self.metadata.name, version=self.metadata.version
         )
