@@ -136,6 +136,104 @@ def flyte_bundles(
     return out
 
 
+_LOADED_SCRIPT = r"""
+import asyncio
+import importlib
+import json
+import pathlib
+import sys
+
+jobs = json.loads(pathlib.Path(sys.argv[1]).read_text())
+# What `flyte deploy --all <module>` does for each environment module, all in one process:
+# flyte.init() appends the root to sys.path, then the modules are imported.
+for job in jobs:
+    sys.path.append(job["root"])
+for job in jobs:
+    for name in job["modules"]:
+        importlib.import_module(name)
+
+from flyte._code_bundle._includes import collect_env_include_files
+from flyte._code_bundle.bundle import build_code_bundle
+from flyte._environment import list_loaded_environments
+
+results = []
+
+
+async def run():
+    for job in jobs:
+        root = pathlib.Path(job["root"])
+        out = pathlib.Path(job["outdir"])
+        out.mkdir(parents=True, exist_ok=True)
+        envs = [
+            e for e in list_loaded_environments()
+            if e._declaring_file and pathlib.Path(e._declaring_file).is_relative_to(root)
+        ]
+        extra = tuple(job["include"]) + collect_env_include_files(envs)
+        cb = await build_code_bundle(
+            root, dryrun=True, copy_bundle_to=out, copy_style="loaded_modules", additional_files=extra
+        )
+        results.append(
+            {
+                "path": cb.tgz,
+                "files": [pathlib.PurePosixPath(f).relative_to(root).as_posix() for f in cb.files],
+                "computed_version": cb.computed_version,
+            }
+        )
+
+
+asyncio.run(run())
+pathlib.Path(sys.argv[2]).write_text(json.dumps(results))
+"""
+
+
+@dataclass(frozen=True)
+class LoadedJob:
+    """One ``copy_style="loaded_modules"`` bundle for the oracle to build."""
+
+    root: Path
+    outdir: Path
+    #: The environments' modules, imported (all jobs' in one process) before bundling.
+    modules: tuple[str, ...]
+    #: Absolute paths flyte adds as ``additional_files`` (hatch-flyte's ``tool.flyte.bundle.include``);
+    #: the loaded environments' own ``include`` entries are added by flyte itself.
+    include: tuple[Path, ...] = ()
+
+
+def flyte_loaded_bundles(jobs: Sequence[LoadedJob], workdir: Path) -> list[FlyteBundle]:
+    """flyte's own ``build_code_bundle(copy_style="loaded_modules")`` for each job, in one process
+    that first imported every job's modules with the roots appended to ``sys.path``; no ``ruff``
+    (and no pigz) on PATH, so flyte lists ``sys.modules`` only."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = tools_dir(workdir / "tools")
+    assert shutil.which("ruff", path=str(path)) is None
+    spec = [
+        {
+            "root": str(Path(j.root).resolve()),
+            "outdir": str(j.outdir),
+            "modules": list(j.modules),
+            "include": [str(i) for i in j.include],
+        }
+        for j in jobs
+    ]
+    jobs_file = workdir / "loaded-jobs.json"
+    results_file = workdir / "loaded-results.json"
+    jobs_file.write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOADED_SCRIPT, str(jobs_file), str(results_file)],
+        cwd=workdir,
+        env=oracle_env(path),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the flyte oracle failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return [
+        FlyteBundle(Path(item["path"]), tuple(item["files"]), item["computed_version"])
+        for item in json.loads(results_file.read_text())
+    ]
+
+
 def flyte_bundle(root: Path, outdir: Path, workdir: Path) -> FlyteBundle:
     """:func:`flyte_bundles` for one root."""
     return flyte_bundles([(root, outdir)], workdir)[0]

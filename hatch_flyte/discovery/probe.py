@@ -194,7 +194,7 @@ def _probe_loaded(request: dict[str, Any]) -> dict[str, Any]:
         try:
             importlib.import_module(name)
         except (Exception, SystemExit) as e:
-            failures.append(_failure(name, paths[name], e, lambda f: _under(f, root)))
+            failures.append(_failure(name, paths[name], e, lambda f: os.path.isfile(f) and _under(f, root)))
     return {
         "flyte": getattr(flyte, "__version__", None),
         "failures": failures,
