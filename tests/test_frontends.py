@@ -432,3 +432,59 @@ def test_hatch_build_without_flyte_table_uses_defaults_and_says_so(
     eps, manifest = wheel_flyte_metadata(next((project / "dist").glob("*.whl")))
     assert eps == {"static_jobs": "dynamic_envs.jobs:static_env"}
     assert manifest is not None and [u["attribute"] for u in manifest["unresolved"]] == ["regional"]
+
+
+# --- [tool.flyte.bundle] copy-style ------------------------------------------------------------------
+
+
+def _copy_style_project(dest: Path, plugin_wheel: Path, bundle_table: str) -> Path:
+    project = dest / "styled"
+    pkg = project / "src" / "styled"
+    pkg.mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = ["hatchling", "hatch-flyte @ {plugin_wheel.as_uri()}"]\n'
+        'build-backend = "hatchling.build"\n\n'
+        '[project]\nname = "styled"\nversion = "0.3.0"\nrequires-python = ">=3.10"\n\n'
+        f"{bundle_table}"
+    )
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helpers.py").write_text("def label() -> str:\n    return 'styled'\n")
+    (pkg / "unused.py").write_text("X = 1\n")
+    (pkg / "jobs.py").write_text(
+        "import flyte\n\nfrom styled.helpers import label\n\n"
+        'styled_env = flyte.TaskEnvironment(name="styled")\n'
+    )
+    return project
+
+
+def test_hatch_build_copy_style_none(tmp_path: Path, plugin_wheel: Path) -> None:
+    project = _copy_style_project(tmp_path, plugin_wheel, '[tool.flyte.bundle]\ncopy-style = "none"\n')
+    dist = project / "dist"
+    for targets in (("flyte",), ("flyte:wheel,bundle",)):
+        proc = _hatch_build(project, *targets)
+        assert 'copy-style = "none": no code bundle is made' in proc.stdout + proc.stderr
+        assert not list(dist.glob("fast*.tar.gz"))
+        manifest = json.loads((dist / "flyte-manifest.json").read_text())
+        assert manifest["bundle"] is None
+        assert [a["kind"] for a in manifest["artifacts"]] == ["wheel"]
+        assert [e["name"] for e in manifest["environments"]] == ["styled"]
+        shutil.rmtree(dist)
+
+
+def test_hatch_build_copy_style_loaded_modules(tmp_path: Path, plugin_wheel: Path) -> None:
+    from flyte_oracle import LoadedJob, flyte_loaded_bundles
+
+    # The build environment has neither flyte nor the project's dependencies: import with this one.
+    table = (
+        f'[tool.flyte]\npython = "{sys.executable}"\n\n[tool.flyte.bundle]\ncopy-style = "loaded-modules"\n'
+    )
+    project = _copy_style_project(tmp_path, plugin_wheel, table)
+    _hatch_build(project, "flyte")
+    (bundle,) = (project / "dist").glob("fast*.tar.gz")
+    (expected,) = flyte_loaded_bundles(
+        [LoadedJob(project / "src", tmp_path / "flyte", ("styled.jobs",))], tmp_path / "oracle"
+    )
+    assert expected.files == ("styled/__init__.py", "styled/helpers.py", "styled/jobs.py")
+    assert bundle.name == expected.name
+    manifest = json.loads((project / "dist" / "flyte-manifest.json").read_text())
+    assert manifest["bundle"]["name"] == expected.name and manifest["bundle"]["files"] == 3
