@@ -199,13 +199,15 @@ class LoadedJob:
     include: tuple[Path, ...] = ()
 
 
-def flyte_loaded_bundles(jobs: Sequence[LoadedJob], workdir: Path) -> list[FlyteBundle]:
+def flyte_loaded_bundles(
+    jobs: Sequence[LoadedJob], workdir: Path, tools: Sequence[str] = TOOLS
+) -> list[FlyteBundle]:
     """flyte's own ``build_code_bundle(copy_style="loaded_modules")`` for each job, in one process
-    that first imported every job's modules with the roots appended to ``sys.path``; no ``ruff``
-    (and no pigz) on PATH, so flyte lists ``sys.modules`` only."""
+    that first imported every job's modules with the roots appended to ``sys.path``. With the
+    default ``tools`` there is no ``ruff`` (and no pigz) on PATH, so flyte lists ``sys.modules``
+    only."""
     workdir.mkdir(parents=True, exist_ok=True)
-    path = tools_dir(workdir / "tools")
-    assert shutil.which("ruff", path=str(path)) is None
+    path = tools_dir(workdir / "tools", tools)
     spec = [
         {
             "root": str(Path(j.root).resolve()),

@@ -11,13 +11,14 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from flyte_oracle import FlyteBundle, LoadedJob, flyte_loaded_bundles, tar_member_names
+from flyte_oracle import TOOLS, FlyteBundle, LoadedJob, flyte_loaded_bundles, tar_member_names
 
 from hatch_flyte.bundle import BundleOptions, build
 from hatch_flyte.cli import main
@@ -255,6 +256,23 @@ def test_src_project_holds_what_flyte_loads(projects: dict[str, tuple[Path, Flyt
         "topconf.py",
         # vocab_link/vocab.py resolves outside the root: flyte leaves it out.
     )
+
+
+def test_ruff_on_path_is_the_documented_difference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``ruff >= 0.14.6`` on PATH flyte adds ruff's static import graph (README): the flat
+    project's function-level import then lands in flyte's bundle, and its name differs."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("no ruff installed")
+    version = subprocess.run([ruff, "--version"], capture_output=True, text=True, check=True).stdout
+    if tuple(int(x) for x in version.split()[1].split(".")[:3]) < (0, 14, 6):
+        pytest.skip(f"{version.strip()} is older than flyte's minimum for its import graph")
+    monkeypatch.setenv("PATH", f"{Path(ruff).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    _, job = flat_project(tmp_path)
+    (with_ruff,) = flyte_loaded_bundles([job], tmp_path / "oracle", tools=(*TOOLS, "ruff"))
+    (without,) = flyte_loaded_bundles([job], tmp_path / "oracle-plain")
+    assert set(with_ruff.files) - set(without.files) == {"lmflat/lazy_only.py"}
+    assert with_ruff.name != without.name
 
 
 # --- errors ------------------------------------------------------------------------------------
