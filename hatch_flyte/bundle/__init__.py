@@ -101,8 +101,10 @@ NOTHING_TO_BUNDLE = (
 
 
 NO_LOADED_MODULES = (
-    "no files to bundle in {root}: the environments' modules load no module file under the root.\n"
-    "Check that the environments' modules lie under the root (`tool.flyte.root-dir`), or set "
+    "no files to bundle in {root}: the environments' modules load no module file under the root "
+    "that flyte would bundle (it leaves out files under the interpreter's sys.prefix, sys.base_prefix "
+    "and site-packages).\nCheck that the environments' modules lie under the root "
+    "(`tool.flyte.root-dir`) and outside the virtual environment, or set "
     '`tool.flyte.bundle.copy-style = "all"`'
 )
 

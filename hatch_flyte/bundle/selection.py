@@ -70,9 +70,8 @@ def select_listed(
     exclude_dirs: Iterable[Path] = (),
 ) -> Selection:
     """``paths`` (files under ``root``, e.g. the modules flyte's ``loaded_modules`` style lists)
-    plus ``include`` entries, in flyte's order. ``rules`` apply to the ``include`` entries only:
-    flyte filters neither the listed files nor an ``include``d file, only what it finds by walking
-    an ``include``d directory."""
+    plus ``include`` entries, in flyte's order. ``rules`` apply only to what an ``include``d
+    directory or glob brings, as in flyte: never to the listed files or an ``include``d file."""
     skipped: list[str] = []
     excluded = {(s.st_dev, s.st_ino) for s in (_stat_or_none(d) for d in exclude_dirs) if s is not None}
     prefix = str(root).rstrip("/") + "/"
@@ -85,7 +84,8 @@ def select_listed(
 
 
 def _under_root(root: Path, prefix: str, path: str) -> str:
-    """``path`` spelled under ``root``: a file reached through a linked directory keeps its name."""
+    """``path`` spelled under ``root`` (a module found through another spelling of the root, such
+    as a linked ``sys.path`` entry, is named by its place under the root)."""
     if path.startswith(prefix):
         return path
     try:

@@ -106,12 +106,17 @@ def _site(files: set[str]) -> list[Any] | None:
     return None
 
 
+def _resolved(path: str) -> Path | None:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return None
+
+
 def _under(path: str, directory: Path) -> bool:
     """flyte's test (``_file_is_in_directory``): both sides resolved, unresolvable is outside."""
-    try:
-        return Path(path).resolve().is_relative_to(directory)
-    except OSError:
-        return False
+    resolved = _resolved(path)
+    return resolved is not None and resolved.is_relative_to(directory)
 
 
 def _installed_directories() -> list[Path]:
@@ -153,7 +158,10 @@ def _loaded_files(root: Path) -> list[str]:
         path = _module_file(module)
         if not isinstance(path, str):
             continue
-        if any(_under(path, d) for d in installed) or not _under(path, root):
+        resolved = _resolved(path)
+        if resolved is None or not resolved.is_relative_to(root):
+            continue
+        if any(resolved.is_relative_to(d) for d in installed):
             continue
         if os.path.isfile(path):
             files.add(path)
@@ -164,14 +172,14 @@ def _shadowed(root: Path, targets: list[str]) -> list[list[str]]:
     """Project modules imported from outside the root although the root holds them."""
     tops = {name.partition(".")[0] for name in targets}
     out = []
-    for name, module in sorted(list(sys.modules.items())):
+    for name, module in sorted(sys.modules.items(), key=lambda item: item[0]):
         if module is None or name.partition(".")[0] not in tops:
             continue
         path = _module_file(module)
         if not isinstance(path, str) or _under(path, root):
             continue
         base = root.joinpath(*name.split("."))
-        own = [c for c in (base.with_suffix(".py"), base / "__init__.py") if c.is_file()]
+        own = [c for c in (base / "__init__.py", base.with_suffix(".py")) if c.is_file()]
         if own:
             out.append([name, os.path.abspath(path), str(own[0])])
     return out
