@@ -5,7 +5,8 @@ import a share of them; a third of the modules unused) is bundled by:
 
 * ``hatch-flyte bundle`` with ``copy-style = "loaded-modules"`` (stat cache off, empty output
   directory): parse the config, find the environments statically, import their modules in one
-  subprocess, write the bundle;
+  subprocess, write the bundle; and the same with ``copy-style = "all"`` on a copy of the
+  project, to show what the style itself adds;
 * flyte 2.12.1 the way ``flyte deploy`` bundles: a fresh interpreter that appends the root to
   ``sys.path``, imports the environment modules and calls ``build_code_bundle(copy_style=
   "loaded_modules", dryrun=True)``, with and without pigz on PATH (never ruff).
@@ -44,12 +45,12 @@ SUBPACKAGES = 20
 ENV_MODULES = 10
 
 
-def generate(root: Path, modules: int) -> list[str]:
+def generate(root: Path, modules: int, style: str) -> list[str]:
     """The project under ``root``; returns the environment modules' names."""
     source = Path(textwrap.__file__).read_text(encoding="utf-8")  # ~20 KB of real Python
     (root / "benchpkg").mkdir(parents=True)
     (root / "pyproject.toml").write_text(
-        '[project]\nname = "benchpkg"\nversion = "1"\n\n[tool.flyte.bundle]\ncopy-style = "loaded-modules"\n'
+        f'[project]\nname = "benchpkg"\nversion = "1"\n\n[tool.flyte.bundle]\ncopy-style = "{style}"\n'
     )
     (root / "benchpkg/__init__.py").write_text("")
     names = []
@@ -95,10 +96,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-loaded-"))
-    root = work / "project"
-    if root.exists():
-        shutil.rmtree(root)
-    envs = generate(root, args.modules)
+    root, root_all = work / "project", work / "project-all"
+    for path in (root, root_all):
+        shutil.rmtree(path, ignore_errors=True)
+    envs = generate(root, args.modules, "loaded-modules")
+    generate(root_all, args.modules, "all")
     tools = work / "tools"
     tools.mkdir(exist_ok=True)
     for tool in ("git", "tar", "gzip", "pigz"):
@@ -115,6 +117,11 @@ def main() -> int:
     variants: dict[str, tuple[Callable[[Path], list[str]], dict[str, str]]] = {
         "hatch-flyte bundle": (
             lambda out: [hatch_flyte, "bundle", str(root), "-o", str(out), "--no-cache"],
+            {**base, "HATCH_FLYTE_NO_CACHE": "1"},
+        ),
+        # The same command and project with copy-style "all": what the style itself costs.
+        "hatch-flyte, style all": (
+            lambda out: [hatch_flyte, "bundle", str(root_all), "-o", str(out), "--no-cache"],
             {**base, "HATCH_FLYTE_NO_CACHE": "1"},
         ),
         "flyte + pigz": (
@@ -145,7 +152,7 @@ def main() -> int:
     ours = results["hatch-flyte bundle"][0]
     for label, (seconds, rss) in results.items():
         print(f"{label:<22}{seconds:>9.2f}{rss:>13}{seconds / ours:>13.2f}x")
-    distinct = {n for found in names.values() for n in found}
+    distinct = {n for label, found in names.items() if "style all" not in label for n in found}
     print(f"bundle names agree: {len(distinct) == 1} ({', '.join(sorted(distinct))})")
     return 0 if len(distinct) == 1 else 1
 
