@@ -21,8 +21,8 @@ import pytest
 from flyte_oracle import TOOLS, FlyteBundle, LoadedJob, flyte_loaded_bundles, tar_member_names
 
 from hatch_flyte.bundle import BundleOptions, build
-from hatch_flyte.cli import main
 from hatch_flyte.errors import DiscoveryError, SecretsError
+from hatch_flyte.frontends.cli import main
 from hatch_flyte.pipeline import analyse, project_bundle_options
 from hatch_flyte.project import load_project
 
