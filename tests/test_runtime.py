@@ -1,7 +1,8 @@
 """A hatch-flyte bundle loads in flyte's own task runtime.
 
-A small src-layout Flyte project is bundled by hatch-flyte; then, in a fresh interpreter whose
-working directory is an empty directory (the container's workdir), flyte's runtime code downloads
+A small src-layout Flyte project is bundled by hatch-flyte (copy-style "all" and "loaded-modules");
+then, in a fresh interpreter whose working directory is an empty directory (the container's
+workdir), flyte's runtime code downloads
 and extracts the bundle (``download_code_bundle``: ``tar --overwrite -xvf`` into the destination,
 which goes on ``sys.path``) and loads the task through the default resolver, by module name, as
 ``a0 ... --tgz <bundle> --dest . --resolver ...DefaultTaskResolver mod <module> instance <task>``
@@ -19,6 +20,8 @@ import pytest
 from flyte_oracle import oracle_env, tools_dir
 
 from hatch_flyte.bundle import BundleOptions, build
+from hatch_flyte.pipeline import analyse, project_bundle_options
+from hatch_flyte.project import load_project
 
 PACKAGE_FILES = {
     "hello_flyte/__init__.py": '"""Hello, Flyte."""\n',
@@ -131,11 +134,11 @@ Path(out).write_text(json.dumps(result))
 """
 
 
-def make_project(directory: Path) -> Path:
+def make_project(directory: Path, flyte: str = "") -> Path:
     """A src-layout project; returns its bundle root (``src``)."""
     (directory / "pyproject.toml").parent.mkdir(parents=True)
     (directory / "pyproject.toml").write_text(
-        '[project]\nname = "hello-flyte"\nversion = "0.1.0"\ndependencies = ["flyte"]\n'
+        f'[project]\nname = "hello-flyte"\nversion = "0.1.0"\ndependencies = ["flyte"]\n\n{flyte}'
     )
     (directory / "tests").mkdir()
     (directory / "tests/test_tasks.py").write_text("def test_nothing():\n    pass\n")
@@ -149,11 +152,22 @@ def make_project(directory: Path) -> Path:
     return src
 
 
-@pytest.mark.parametrize("compression", ["fast", "compatible"])
-def test_bundle_loads_in_flyte_runtime(compression: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("style", "compression"), [("all", "fast"), ("all", "compatible"), ("loaded-modules", "fast")]
+)
+def test_bundle_loads_in_flyte_runtime(style: str, compression: str, tmp_path: Path) -> None:
     project = tmp_path / "project"
-    root = make_project(project)
-    bundle = build(root, tmp_path / "dist", BundleOptions(compression=compression))  # type: ignore[arg-type]
+    if style == "all":
+        root = make_project(project)
+        bundle = build(root, tmp_path / "dist", BundleOptions(compression=compression))  # type: ignore[arg-type]
+    else:
+        # The modules the environments load, and the data file they read through include.
+        table = '[tool.flyte.bundle]\ncopy-style = "loaded-modules"\ninclude = ["src/hello_flyte/data"]\n'
+        root = make_project(project, table)
+        loaded = load_project(project)
+        options = project_bundle_options(loaded, BundleOptions.for_project(loaded), analyse(loaded).discovery)
+        assert options is not None
+        bundle = build(root, tmp_path / "dist", options)
     assert sorted(bundle.files) == sorted(PACKAGE_FILES)
 
     dest = tmp_path / "workdir"
