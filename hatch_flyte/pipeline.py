@@ -84,6 +84,16 @@ def project_bundle_options(
     """
     style = project.config.bundle.copy_style
     if style == "none":
+        including = sorted(
+            e.name or e.ref for e in (discovery.environments if discovery else ()) if e.include
+        )
+        if including:
+            # flyte deploy would upload these files alone as a bundle; here the image must hold them.
+            log.warning(
+                'copy-style = "none" makes no bundle, so the include= files of environment(s) %s are not '
+                "shipped beside the image: make them package data of the wheel, or choose another copy-style",
+                ", ".join(including),
+            )
         return None
     if style == "loaded-modules" and discovery is None:
         discovery = discover(project)

@@ -413,3 +413,22 @@ def test_none_build_makes_the_wheel_and_records_no_bundle(
     assert manifest["bundle"] is None
     assert [a["kind"] for a in manifest["artifacts"]] == ["wheel"]
     assert [e["name"] for e in manifest["environments"]] == ["full"]
+
+
+def test_none_warns_about_environment_includes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    project_dir = none_project(tmp_path / "p")
+    write(
+        project_dir / "fullbuild/flows.py",
+        'import flyte\n\nenv = flyte.TaskEnvironment(name="full", include=["model.json"])\n',
+    )
+    write(project_dir / "fullbuild/model.json", "{}\n")
+    project = load_project(project_dir)
+    with caplog.at_level("WARNING", logger="hatch_flyte"):
+        options = project_bundle_options(
+            project, BundleOptions.for_project(project), analyse(project).discovery
+        )
+    assert options is None
+    assert [r.getMessage() for r in caplog.records] == [
+        'copy-style = "none" makes no bundle, so the include= files of environment(s) full are not shipped '
+        "beside the image: make them package data of the wheel, or choose another copy-style"
+    ]
