@@ -284,6 +284,8 @@ class _LoadedModules(_ImportDiscovery):
             shown = "\n".join(
                 f"  - `{name}` from {found} instead of {own}" for name, found, own in shadowed[:10]
             )
+            if len(shadowed) > 10:
+                shown += f"\n  ... and {len(shadowed) - 10} more"
             raise DiscoveryError(
                 f"an installed copy of the project shadows the bundle root {self.root} in {self.python()}:\n"
                 f"{shown}\nflyte appends the root to sys.path, after site-packages, so its loaded_modules "
