@@ -23,7 +23,7 @@ from flyte_oracle import TOOLS, FlyteBundle, LoadedJob, flyte_loaded_bundles, ta
 from hatch_flyte.bundle import BundleOptions, build
 from hatch_flyte.errors import DiscoveryError, SecretsError
 from hatch_flyte.frontends.cli import main
-from hatch_flyte.pipeline import analyse, project_bundle_options
+from hatch_flyte.pipeline import analyse, project_bundle_options, source_files
 from hatch_flyte.project import load_project
 
 _GIT_ENV = {
@@ -432,3 +432,19 @@ def test_none_warns_about_environment_includes(tmp_path: Path, caplog: pytest.Lo
         'copy-style = "none" makes no bundle, so the include= files of environment(s) full are not shipped '
         "beside the image: make them package data of the wheel, or choose another copy-style"
     ]
+
+
+@pytest.mark.parametrize("style", ["loaded-modules", "none"])
+def test_image_source_follows_the_copy_style(tmp_path: Path, style: str) -> None:
+    """``[tool.flyte.image] source = true`` copies the bundle's files; with no bundle, the tree's."""
+    project_dir = small_project(tmp_path / "p", 'import flyte\n\nenv = flyte.TaskEnvironment(name="small")\n')
+    write(project_dir / "small/unused.py", "X = 1\n")
+    text = (project_dir / "pyproject.toml").read_text().replace("loaded-modules", style)
+    write(project_dir / "pyproject.toml", text + "\n[tool.flyte.image]\nsource = true\n")
+    project = load_project(project_dir)
+    options = project_bundle_options(project, BundleOptions.for_project(project), analyse(project).discovery)
+    names = [arcname for _, arcname in source_files(project, options)]
+    if style == "loaded-modules":
+        assert names == ["small/__init__.py", "small/flows.py"]
+    else:
+        assert names == ["pyproject.toml", "small/__init__.py", "small/flows.py", "small/unused.py"]
