@@ -451,12 +451,46 @@ def test_the_class_list_covers_flyte_exports() -> None:
 
 
 def test_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
-    project = make_project(tmp_path, {"src/shop/__init__.py": "", "src/shop/bad.py": "x = 1\ny = (2,\n"})
-    with pytest.raises(DiscoveryError, match=r"shop/bad\.py:2:\d+: .*was never closed"):
+    bad = "import flyte\nenv = flyte.TaskEnvironment(name='bad')\ny = (2,\n"
+    project = make_project(tmp_path, {"src/shop/__init__.py": "", "src/shop/bad.py": bad})
+    with pytest.raises(DiscoveryError, match=r"shop/bad\.py:3:\d+: .*was never closed"):
         discover(project)
     imported = discover(using(project, "import"))
     (failure,) = imported.unresolved
-    assert failure.file == "shop/bad.py" and failure.line == 2 and "SyntaxError" in failure.reason
+    assert failure.file == "shop/bad.py" and failure.line == 3 and "SyntaxError" in failure.reason
+
+
+LAZY = {
+    "src/shop/__init__.py": "",
+    # Never read by static discovery: nothing in it can create an environment (flyte's deploy of
+    # shop.flows never imports it either).
+    "src/shop/broken.py": "def f(:\n",
+    # Read because flows imports it; it names no environment class itself.
+    "src/shop/names.py": "PREFIX = 'shop'\n",
+    # An alias of flyte's class, found in a module analysed after the alias's users were first looked at.
+    "src/shop/zbase.py": "import flyte\n\nEnv = flyte.TaskEnvironment\n",
+    "src/shop/aflows.py": (
+        "import shop.names\nfrom shop.zbase import Env\n\nenv = Env(name=shop.names.PREFIX + '-flows')\n"
+    ),
+    # No class name in its source, only the project alias `Env` through an attribute.
+    "src/shop/more.py": "import shop.zbase as b\n\nother = b.Env(name='other')\n",
+    # add_dependency in a module that no environment module imports.
+    "src/shop/wiring.py": (
+        "from shop.aflows import env\nfrom shop.more import other\n\nenv.add_dependency(other)\n"
+    ),
+}
+
+
+def test_static_reads_only_modules_that_may_create_environments(tmp_path: Path) -> None:
+    project = make_project(tmp_path, LAZY)
+    found = {e.name: e for e in discover(project).environments}
+    assert sorted(found) == ["other", "shop-flows"]
+    assert found["shop-flows"].module == "shop.aflows" and found["shop-flows"].depends_on == ("other",)
+    assert found["other"].module == "shop.more"
+    imported = {e.name: e for e in discover(using(project, "import")).environments}
+    assert {n: (e.module, e.depends_on) for n, e in imported.items()} == {
+        n: (e.module, e.depends_on) for n, e in found.items()
+    }
 
 
 DUPLICATES = {

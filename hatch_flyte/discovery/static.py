@@ -164,6 +164,10 @@ class _ModuleState:
     problems: list[_Problem] = field(default_factory=list)
     #: Modules outside the root star-imported (``from flyte import *``).
     stars: list[str] = field(default_factory=list)
+    #: The module's source, for :meth:`_Static.may_create`.
+    source: bytes = b""
+    #: ``(trigger generation, answer)`` of the last :meth:`_Static.may_create` for this module.
+    may_create: tuple[int, bool] = (-1, True)
 
     @property
     def is_package(self) -> bool:
@@ -181,9 +185,60 @@ class _Static:
         self.packages = {n.rsplit(".", i)[0] for n in index for i in range(n.count(".") + 1)}
         self.states: dict[str, _ModuleState] = {}
         self.order: list[str] = []
+        # A call can only create an environment, clone one or add a dependency when the last name of
+        # its callee is one of these: an environment class's own name, a name some module bound to
+        # an environment class, or one of the methods. Scanning every call of a module whose source
+        # holds none of them finds nothing, and in a large project that scan is most of the time.
+        self.triggers: set[bytes] = {b"clone_with", b"from_task", b"add_dependency"}
+        self.triggers.update(q.rsplit(".", 1)[-1].encode() for q in ENVIRONMENT_CLASSES)
+        self.generation = 0
+        #: Sources read by :meth:`analyze_all` and not parsed yet.
+        self.sources: dict[str, bytes] = {}
 
     def is_module(self, name: str) -> bool:
         return name in self.packages
+
+    def add_trigger(self, name: str) -> None:
+        key = name.encode()
+        if key not in self.triggers:
+            self.triggers.add(key)
+            self.generation += 1
+
+    def names_trigger(self, source: bytes) -> bool:
+        return any(t in source for t in self.triggers)
+
+    def may_create(self, state: _ModuleState) -> bool:
+        """Whether a call in ``state``'s module could create or change an environment."""
+        generation, answer = state.may_create
+        if generation != self.generation:
+            answer = self.names_trigger(state.source)
+            state.may_create = (self.generation, answer)
+        return answer
+
+    def analyze_all(self, modules: Sequence[_ModuleFile]) -> None:
+        """Analyse the modules that may create environments, and what they import.
+
+        A module whose source names no trigger creates nothing: it is parsed only when a module
+        that is analysed imports it. Each round's new environment classes can make more modules
+        count, so the rest are looked at again until none is added.
+        """
+        pending = list(modules)
+        while pending:
+            generation = self.generation
+            later = []
+            for module in pending:
+                if module.name in self.states:
+                    continue
+                source = self.sources.get(module.name)
+                if source is None:
+                    source = self.sources[module.name] = _read(module)
+                if self.names_trigger(source):
+                    self.analyze(module.name)
+                else:
+                    later.append(module)
+            if self.generation == generation:
+                return
+            pending = later
 
     def analyze(self, name: str) -> _ModuleState:
         """The state of a project module, analysing it (and its parent packages) first if needed.
@@ -202,8 +257,12 @@ class _Static:
         self.states[name] = state
         self.order.append(name)
         if state.file is not None:
-            _ModuleRun(self, state).run(_parse(state.file).body)
+            state.source, tree = _parse(state.file, self.sources.pop(name, None))
+            _ModuleRun(self, state).run(tree.body)
         return state
+
+    def module_ref(self, name: str) -> _Value:
+        return _ModuleV(name) if self.is_module(name) else _external(name)
 
     def module_value(self, name: str) -> _Value:
         if self.is_module(name):
@@ -213,12 +272,11 @@ class _Static:
 
     def attribute(self, value: _Value, attr: str) -> _Value:
         if isinstance(value, _ModuleV):
-            found = self.states[value.name].bindings.get(attr)
+            found = self.analyze(value.name).bindings.get(attr)
             if found is not None:
                 return found
             sub = f"{value.name}.{attr}"
             if self.is_module(sub):
-                self.analyze(sub)
                 return _ModuleV(sub)
             return _OpaqueV(f"`{sub}`, which static discovery does not find")
         if isinstance(value, _ExternalV):
@@ -226,15 +284,27 @@ class _Static:
         return _OpaqueV(f"an attribute of {_what(value)}")
 
 
-def _parse(module: _ModuleFile) -> ast.Module:
+def _read(module: _ModuleFile) -> bytes:
     try:
-        return ast.parse(module.path.read_bytes(), filename=module.rel)
+        return module.path.read_bytes()
+    except OSError as e:
+        raise DiscoveryError(
+            f"{module.rel}: cannot read module `{module.name}`: {e}; make it a readable UTF-8 Python "
+            "file or leave it out with `tool.flyte.bundle.ignores`"
+        ) from None
+
+
+def _parse(module: _ModuleFile, source: bytes | None = None) -> tuple[bytes, ast.Module]:
+    if source is None:
+        source = _read(module)
+    try:
+        return source, ast.parse(source, filename=module.rel)
     except SyntaxError as e:
         col = f":{e.offset}" if e.offset else ""
         raise DiscoveryError(
             f"{module.rel}:{e.lineno or 0}{col}: {e.msg} (module `{module.name}`); static discovery parses "
-            "every module under the bundle root: fix the syntax, or leave the file out of the bundle "
-            "with `tool.flyte.bundle.ignores`"
+            "every module that may define environments and the modules they import: fix the syntax, or "
+            "leave the file out of the bundle with `tool.flyte.bundle.ignores`"
         ) from None
     except (OSError, ValueError, RecursionError) as e:
         raise DiscoveryError(
@@ -317,6 +387,8 @@ class _ModuleRun:
     def bind(self, name: str, value: _Value, line: int) -> None:
         self.state.bindings[name] = value
         self.state.lines[name] = line
+        if isinstance(value, _ClassV):
+            self.static.add_trigger(name)
 
     def opaque_targets(self, target: ast.expr | None, line: int) -> None:
         if target is None:
@@ -335,13 +407,10 @@ class _ModuleRun:
 
     def import_(self, node: ast.Import) -> None:
         for alias in node.names:
-            parts = alias.name.split(".")
-            for i in range(1, len(parts) + 1):
-                self.static.module_value(".".join(parts[:i]))
-            if alias.asname:
-                self.bind(alias.asname, self.static.module_value(alias.name), node.lineno)
-            else:
-                self.bind(parts[0], self.static.module_value(parts[0]), node.lineno)
+            # Bound without analysing: a module is read when one of its names is looked up (or,
+            # when it may create environments, by _Static.analyze_all), not for being imported.
+            name = alias.name if alias.asname else alias.name.split(".")[0]
+            self.bind(alias.asname or name, self.static.module_ref(name), node.lineno)
 
     def import_from(self, node: ast.ImportFrom) -> None:
         base = self.absolute(node)
@@ -679,6 +748,8 @@ class _ModuleRun:
     # environments static discovery does not follow
 
     def scan(self, node: ast.AST, where: str | None = None) -> None:
+        if not self.static.may_create(self.state):
+            return
         for call, context in _calls(node, where):
             self.report_call(call, context)
 
@@ -780,8 +851,7 @@ def _static(
         envs, unresolved = _finish(drafts, [])
         _check_duplicates(envs, drafts)
         return _result(envs, unresolved, "static")
-    for module in selected:
-        static.analyze(module.name)
+    static.analyze_all(selected)
     _bind_drafts(static)
     names = {m.name for m in selected}
     states = [static.states[n] for n in static.order if n in names]
@@ -806,7 +876,11 @@ def _not_imported(index: Mapping[str, _ModuleFile], skipped: Sequence[_ModuleFil
     for module in skipped:
         state = _ModuleState(module.name, module)
         try:
-            _ModuleRun(static, state).run(_parse(module).body)
+            source = _read(module)
+            if not static.names_trigger(source):
+                continue
+            state.source, tree = _parse(module, source)
+            _ModuleRun(static, state).run(tree.body)
         except DiscoveryError as e:  # not a module: its problems are not the project's
             log.debug("not reading %s: %s", module.rel, e)
             continue
