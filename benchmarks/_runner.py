@@ -1,6 +1,7 @@
 """One measured bundle build, run by ``bench_bundle.py`` in a fresh interpreter.
 
-Usage: ``python _runner.py SPEC_JSON RESULT_FILE``. SPEC_JSON holds ``tool`` ("ours" or "flyte"),
+Usage: ``python _runner.py SPEC_JSON RESULT_FILE``. SPEC_JSON holds ``tool`` ("ours", "cli": the whole
+``hatch-flyte bundle`` command, or "flyte"),
 ``root``, ``out`` and, for ours, ``compression``. The environment (PATH, HATCH_FLYTE_*) is set by
 the caller. The result file receives one JSON object: import and build times measured here around
 the import and the build call, the CPU time of the build call (children included), and this
@@ -55,6 +56,32 @@ def _ours(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     return run
 
 
+def _cli(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """The ``hatch-flyte bundle`` command as a user runs it (config, discovery, bundle, output)."""
+    import contextlib
+    import io
+
+    from hatch_flyte.frontends.cli import main
+
+    def run() -> dict[str, Any]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["bundle", spec["root"], "-o", spec["out"], "--no-cache", "--json"])
+        if code != 0:
+            raise SystemExit(f"hatch-flyte bundle exited {code}")
+        bundle = json.loads(out.getvalue())
+        return {
+            "path": bundle["path"],
+            "name": bundle["name"],
+            "files": len(bundle["files"]),
+            "size": bundle["size"],
+            "tar_size": bundle["tar_size"],
+            "reused": bundle["reused"],
+        }
+
+    return run
+
+
 def _flyte(spec: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     import asyncio
     import os
@@ -92,7 +119,7 @@ def _cpu_s() -> float:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     t0 = time.perf_counter()
-    run = (_ours if spec["tool"] == "ours" else _flyte)(spec)
+    run = {"ours": _ours, "cli": _cli, "flyte": _flyte}[spec["tool"]](spec)
     t1 = time.perf_counter()
     rss_import = _peak_rss_kb()
     cpu0 = _cpu_s()

@@ -168,6 +168,8 @@ class _ModuleState:
     source: bytes = b""
     #: ``(trigger generation, answer)`` of the last :meth:`_Static.may_create` for this module.
     may_create: tuple[int, bool] = (-1, True)
+    #: Offset of each line in ``source`` (made when first needed).
+    line_starts: list[int] = field(default_factory=list)
 
     @property
     def is_package(self) -> bool:
@@ -192,6 +194,8 @@ class _Static:
         self.triggers: set[bytes] = {b"clone_with", b"from_task", b"add_dependency"}
         self.triggers.update(q.rsplit(".", 1)[-1].encode() for q in ENVIRONMENT_CLASSES)
         self.generation = 0
+        self._words: tuple[int, re.Pattern[bytes]] = (-1, re.compile(b"^$"))
+        self._needles: list[bytes] = []
         #: Sources read by :meth:`analyze_all` and not parsed yet.
         self.sources: dict[str, bytes] = {}
 
@@ -205,7 +209,28 @@ class _Static:
             self.generation += 1
 
     def names_trigger(self, source: bytes) -> bool:
-        return any(t in source for t in self.triggers)
+        """Whether ``source`` names a trigger as a whole word (substring search first: most don't)."""
+        if self._words[0] != self.generation:
+            # A trigger that contains another (`TaskEnvironment`, `Environment`) needs no search.
+            needles = [t for t in self.triggers if not any(o != t and o in t for o in self.triggers)]
+            alternatives = b"|".join(re.escape(t) for t in sorted(self.triggers))
+            words = re.compile(rb"\b(?:" + alternatives + rb")\b")
+            self._words = (self.generation, words)
+            self._needles = needles
+        if not any(t in source for t in self._needles):
+            return False
+        return self._words[1].search(source) is not None
+
+    def statement_may_create(self, state: _ModuleState, node: ast.AST) -> bool:
+        """Whether the source lines of ``node`` name a trigger (the module as a whole does)."""
+        start, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+        if start is None or end is None:
+            return True
+        if not state.line_starts:
+            state.line_starts = [0, *(m.end() for m in re.finditer(b"\n", state.source))]
+        starts = state.line_starts
+        stop = starts[end] if end < len(starts) else len(state.source)
+        return self.names_trigger(state.source[starts[start - 1] : stop])
 
     def may_create(self, state: _ModuleState) -> bool:
         """Whether a call in ``state``'s module could create or change an environment."""
@@ -748,7 +773,7 @@ class _ModuleRun:
     # environments static discovery does not follow
 
     def scan(self, node: ast.AST, where: str | None = None) -> None:
-        if not self.static.may_create(self.state):
+        if not self.static.may_create(self.state) or not self.static.statement_may_create(self.state, node):
             return
         for call, context in _calls(node, where):
             self.report_call(call, context)
