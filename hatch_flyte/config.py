@@ -75,6 +75,15 @@ class ImageConfig:
     constraints: str | None = None
     #: Pin the image's dependencies to the project's pylock.toml or uv.lock (unless ``constraints``).
     lock: bool = True
+    #: False: a dependency-only image (Python, the runtime dependencies and flyte, not the project),
+    #: run with a code bundle (fast registration).
+    include_project: bool = True
+    #: A Dockerfile (project-relative) built as the base; mutually exclusive with ``base``.
+    dockerfile: str | None = None
+    #: The Dockerfile's build context (project-relative); default: the Dockerfile's directory.
+    context: str | None = None
+    #: ``ARG`` values for the Dockerfile's build.
+    build_args: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,8 @@ def parse_config(data: Mapping[str, Any], pyproject: Path) -> FlyteConfig:
             '`tool.flyte.bundle.include` is set but `tool.flyte.bundle.copy-style` is "none", so no bundle '
             'is made to hold it; remove `include`, or choose copy-style "all" or "loaded-modules"'
         )
+    if "image" in sub_tables:
+        _check_image(checker, sub_tables["image"], raw.get("image", {}))
     if checker.problems:
         raise ConfigError(str(pyproject), checker.problems)
     cfg.pop("bundle", None)
@@ -304,16 +315,52 @@ def as_compression(value: str) -> Compression:
     return cast(Compression, value)
 
 
-def _string_table(checker: _Checker, value: Any, key: str) -> Any:
+def _string_table(checker: _Checker, value: Any, key: str, what: str = "environment variable") -> Any:
     if not isinstance(value, Mapping):
         checker.problems.append(f"`{key}` must be a table of strings, got {_kind(value)}")
         return value
     for k, v in value.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)):
-            checker.problems.append(f"`{key}.{k}` is not a valid environment variable name")
+            checker.problems.append(f"`{key}.{k}` is not a valid {what} name")
         if not isinstance(v, str):
             checker.problems.append(f"`{key}.{k}` must be a string, got {_kind(v)}")
     return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+
+
+def _build_args(checker: _Checker, value: Any, key: str) -> Any:
+    return _string_table(checker, value, key, "build argument")
+
+
+def _relative_path(checker: _Checker, value: Any, key: str) -> Any:
+    """A path relative to the project directory; it may lie outside it (a monorepo's Dockerfile)."""
+    if not isinstance(value, str) or not value.strip():
+        checker.problems.append(f"`{key}` must be a non-empty path string, got {_kind(value)}")
+    return value
+
+
+def _check_image(checker: _Checker, image: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
+    """Keys of ``[tool.flyte.image]`` that only make sense together, or never together."""
+    p = "tool.flyte.image"
+    dockerfile = image.get("dockerfile")
+    if dockerfile is not None and "base" in image:
+        checker.problems.append(
+            f"`{p}.dockerfile` and `{p}.base` are mutually exclusive: the Dockerfile builds the base. "
+            "Remove `base`, or remove `dockerfile` and point `base` at the image it builds"
+        )
+    if dockerfile is not None and image.get("backend") == "oci":
+        checker.problems.append(
+            f"`{p}.dockerfile` needs `{p}.backend = \"docker\"`: the oci backend runs no Dockerfile. Build "
+            'it with Docker and bring the result as `base = "oci:DIR[:TAG]"` (an OCI layout) or '
+            '`base = "docker-archive:FILE.tar"` (`docker save`), or a registry reference'
+        )
+    for key in ("context", "build-args"):
+        if key in raw and dockerfile is None and "dockerfile" not in raw:
+            checker.problems.append(f"`{p}.{key}` applies to `{p}.dockerfile`, which is not set")
+    if image.get("source") and image.get("include_project") is False:
+        checker.problems.append(
+            f"`{p}.source` = true copies the code into the image, and `{p}.include-project` = false "
+            "keeps it out (the code comes with the bundle): remove one of them"
+        )
 
 
 def _platform(checker: _Checker, value: Any, key: str) -> Any:
@@ -356,4 +403,8 @@ _IMAGE_KEYS: dict[str, tuple[str, Validator]] = {
     "extra-packages": ("extra_packages", _Checker.string_list),
     "constraints": ("constraints", _Checker.project_path),
     "lock": ("lock", _Checker.boolean),
+    "include-project": ("include_project", _Checker.boolean),
+    "dockerfile": ("dockerfile", _relative_path),
+    "context": ("context", _relative_path),
+    "build-args": ("build_args", _build_args),
 }

@@ -519,3 +519,58 @@ def test_image_problems_all_at_once(tmp_path: Path) -> None:
     assert "did you mean `push`?" in by_key["tool.flyte.image.pushh"]
     assert "'linux/amd64'" in by_key["tool.flyte.image.platform"]
     assert "absolute path" in by_key["tool.flyte.image.workdir"]
+
+
+def test_image_dependency_only_and_dockerfile_keys(tmp_path: Path) -> None:
+    from hatch_flyte.config import ImageConfig
+
+    defaults = ImageConfig()
+    assert (defaults.include_project, defaults.dockerfile, defaults.context, defaults.build_args) == (
+        True, None, None, ()
+    )  # fmt: skip
+    config = load_config(
+        pyproject(
+            tmp_path,
+            """
+            [tool.flyte.image]
+            include-project = false
+            dockerfile = "docker/Dockerfile"
+            context = "."
+
+            [tool.flyte.image.build-args]
+            CUDA_VERSION = "12.4"
+            APT_PACKAGES = "libgomp1 curl"
+            """,
+        )
+    ).image
+    assert config == ImageConfig(
+        include_project=False, dockerfile="docker/Dockerfile", context=".",
+        build_args=(("APT_PACKAGES", "libgomp1 curl"), ("CUDA_VERSION", "12.4")),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "words"),
+    [
+        ('dockerfile = "Dockerfile"\nbase = "python:3.12-slim"', "tool.flyte.image.dockerfile",
+         ["`tool.flyte.image.base`", "mutually exclusive"]),
+        ('dockerfile = "Dockerfile"\nbackend = "oci"', "tool.flyte.image.dockerfile",
+         ['base = "oci:', "docker-archive:", "`tool.flyte.image.backend"]),
+        ('context = "."', "tool.flyte.image.context", ["`tool.flyte.image.dockerfile`", "not set"]),
+        ("build-args = { A = \"1\" }", "tool.flyte.image.build-args", ["`tool.flyte.image.dockerfile`"]),
+        ("source = true\ninclude-project = false", "tool.flyte.image.source",
+         ["`tool.flyte.image.include-project` = false", "bundle"]),
+        ('dockerfile = "Dockerfile"\nbuild-args = { "1X" = "a", Y = 2 }', "tool.flyte.image.build-args.1X",
+         ["build argument name"]),
+        ('include-project = "no"', "tool.flyte.image.include-project", ["true or false"]),
+        ('dockerfile = ""', "tool.flyte.image.dockerfile", ["non-empty path"]),
+    ],
+    ids=["with-base", "with-oci", "context-alone", "build-args-alone", "source-without-project",
+         "bad-build-args", "include-project-type", "empty-dockerfile"],
+)  # fmt: skip
+def test_image_key_combinations(tmp_path: Path, body: str, key: str, words: list[str]) -> None:
+    problems = problems_of(tmp_path, f"[tool.flyte.image]\n{body}\n")
+    first = next((p for p in problems if p.split("`")[1] == key), None)
+    assert first is not None, problems
+    for word in words:
+        assert word in first, first
