@@ -349,7 +349,7 @@ def _check_image(checker: _Checker, image: Mapping[str, Any], raw: Mapping[str, 
         )
     if dockerfile is not None and image.get("backend") == "oci":
         checker.problems.append(
-            f"`{p}.dockerfile` needs `{p}.backend = \"docker\"`: the oci backend runs no Dockerfile. Build "
+            f'`{p}.dockerfile` needs `{p}.backend = "docker"`: the oci backend runs no Dockerfile. Build '
             'it with Docker and bring the result as `base = "oci:DIR[:TAG]"` (an OCI layout) or '
             '`base = "docker-archive:FILE.tar"` (`docker save`), or a registry reference'
         )

@@ -200,7 +200,14 @@ def build_artifacts(
         resolved = project_bundle_options(project, options, analysis.discovery)
     with tempfile.TemporaryDirectory(prefix="hatch-flyte-build-") as scratch:
         wheel = None
-        if "wheel" in wanted or "image" in wanted:
+        metadata = None
+        if "image" in wanted and "wheel" not in wanted and not project.config.image.include_project:
+            from hatch_flyte.image import ProjectMetadata
+
+            # A dependency-only image needs the dependencies, not the wheel: from pyproject.toml
+            # when they are static, so that a code change costs no wheel build.
+            metadata = ProjectMetadata.from_pyproject(project)
+        if "wheel" in wanted or ("image" in wanted and metadata is None):
             # The image needs the wheel; when it was not asked for, it is made aside and dropped.
             wheel_dir = outdir if "wheel" in wanted else Path(scratch)
             wheel = build_wheel(project.directory, wheel_dir, isolation=isolation)
@@ -231,10 +238,10 @@ def build_artifacts(
         if "image" in wanted:
             from hatch_flyte.image import build_image
 
-            assert wheel is not None
             image = build_image(
-                project, wheel, source_files=source_files(project, resolved), output_dir=outdir
-            )
+                project, wheel, metadata=metadata, source_files=source_files(project, resolved),
+                output_dir=outdir,
+            )  # fmt: skip
             if image.archive:
                 artifacts.append(artifact_entry(Path(image.archive), "image-archive"))
             path = manifest(image)

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from hatch_flyte.config import ImageConfig
+from hatch_flyte.errors import ImageError
 from hatch_flyte.image.backend import ImageBackend
 from hatch_flyte.image.plan import (
     BaseInfo,
     ImagePlan,
+    ProjectMetadata,
     default_base,
+    image_metadata,
     image_tags,
     plan_image,
     repository,
-    wheel_metadata,
 )
 from hatch_flyte.project import Project
 
@@ -31,9 +33,11 @@ __all__ = [
     "BaseInfo",
     "ImagePlan",
     "ImageResult",
+    "ProjectMetadata",
     "build_image",
     "default_base",
     "image_tags",
+    "plan_for",
     "plan_image",
     "repository",
 ]
@@ -57,8 +61,14 @@ class ImageResult:
     backend: str = "docker"
     #: The ``docker load`` archive (the oci backend's output), else None.
     archive: str | None = None
-    #: Whether the image was pushed to its registry in this build.
+    #: Whether the image is in its registry under its tags after this build (pushed now, or found
+    #: there already with the same digest).
     pushed: bool = False
+    #: ``"full"`` (the project baked in) or ``"dependencies"`` (``include-project = false``: the
+    #: project's code comes with the bundle).
+    contents: str = "full"
+    #: ``tool.flyte.image.dockerfile`` (as written) when the base was built from it.
+    base_dockerfile: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +78,8 @@ class ImageResult:
             "backend": self.backend,
             "base": self.base,
             "base_digest": self.base_digest,
+            "base_dockerfile": self.base_dockerfile,
+            "contents": self.contents,
             "digest": self.digest,
             "id": self.id,
             "platform": self.platform,
@@ -78,43 +90,81 @@ class ImageResult:
 
 def build_image(
     project: Project,
-    wheel: Path,
+    wheel: Path | None,
     config: ImageConfig | None = None,
     *,
+    metadata: ProjectMetadata | None = None,
     source_files: Sequence[tuple[str, str]] = (),
     push: bool | None = None,
     output_dir: Path | None = None,
 ) -> ImageResult:
-    """Build (and with ``push``, push) the project's full-build image from its wheel.
+    """Build (and with ``push``, push) the project's image.
 
-    The ``oci`` backend writes its layout and archive into ``output_dir`` (default: the wheel's directory).
+    A full image needs the project's ``wheel``; a dependency-only one (``include-project = false``)
+    needs only its metadata (``metadata``, else the wheel's, else the static ``[project]`` table).
+    The ``oci`` backend writes its layout and archive into ``output_dir`` (default: the wheel's
+    directory, else the project's ``dist``).
     """
     config = config or project.config.image
+    meta = metadata or image_metadata(project, wheel, config)
     do_push = push if push is not None else config.push
     repo = repository(project, config)
-    with _backend(config, repo, output_dir or wheel.parent, do_push) as backend:
-        meta = wheel_metadata(wheel)
-        base_ref = config.base or default_base(meta["Requires-Python"])
-        base_info = backend.base(base_ref, config.python, config.platform)
-        plan = plan_image(project, wheel, config, base_info, source_files)
+    out = output_dir or (wheel.parent if wheel is not None else project.directory / "dist")
+    with _backend(config, repo, out, do_push) as backend:
+        plan = plan_for(backend, project, wheel, config, meta, source_files)
         content_tag = plan.content_tag()
-        tags = image_tags(project, config, content_tag, meta["Version"])
+        tags = image_tags(project, config, content_tag, meta.version)
         ref = f"{repo}:{tags[0]}"
-        log.info("building image %s (%s) from %s %s", ref, plan.platform, base_ref, backend.how)
+        log.info("image %s (%s) from %s %s", ref, plan.platform, plan.base, backend.how)
         built = backend.build(plan, repo, tags, push=do_push)
     return ImageResult(
         ref=ref,
         id=built.id,
         tags=tuple(f"{repo}:{t}" for t in tags),
         platform=plan.platform,
-        base=base_ref,
-        base_digest=base_info.digest,
+        base=plan.base,
+        base_digest=plan.base_digest,
         content_tag=content_tag,
         digest=built.digest,
         backend=backend.name,
         archive=str(built.archive) if built.archive is not None else None,
         pushed=do_push,
+        contents=plan.contents,
+        base_dockerfile=config.dockerfile,
     )
+
+
+def plan_for(
+    backend: ImageBackend,
+    project: Project,
+    wheel: Path | None,
+    config: ImageConfig,
+    metadata: ProjectMetadata,
+    source_files: Sequence[tuple[str, str]] = (),
+) -> ImagePlan:
+    """The plan of the project's image on ``backend``: the base found (or built from
+    ``tool.flyte.image.dockerfile``), its Python known, the wheelhouse resolved; nothing else built."""
+    if config.dockerfile:
+        dockerfile = project.resolve_path(config.dockerfile)
+        where = f"{project.pyproject}: `tool.flyte.image.dockerfile` = {config.dockerfile!r}"
+        if not dockerfile.is_file():
+            raise ImageError(
+                f"{where}: {dockerfile} is not a file; fix the path (relative to pyproject.toml)"
+            )
+        context = project.resolve_path(config.context) if config.context is not None else dockerfile.parent
+        if not context.is_dir():
+            key = "context" if config.context is not None else "dockerfile"
+            raise ImageError(
+                f"{project.pyproject}: `tool.flyte.image.{key}`: the build context {context} is not a "
+                "directory"
+            )
+        base_ref = backend.build_base(dockerfile, context, dict(config.build_args), config.platform, where)
+        found = backend.base(base_ref, config.python, config.platform)
+        base_info = replace(found, digest=None, built_from=config.dockerfile)
+    else:
+        base_ref = config.base or default_base(metadata.requires_python)
+        base_info = backend.base(base_ref, config.python, config.platform)
+    return plan_image(project, wheel, config, base_info, source_files, metadata=metadata)
 
 
 def _backend(config: ImageConfig, repo: str, output_dir: Path, push: bool) -> ImageBackend:

@@ -8,11 +8,12 @@ a work directory) is released however the build ends.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from hatch_flyte.errors import ImageError
 from hatch_flyte.image.plan import BaseInfo, ImagePlan
 
 
@@ -41,10 +42,21 @@ class ImageBackend(abc.ABC):
         """Find the base image ``ref`` and the Python in it; ``platform`` is the configured one
         (None: the backend's default)."""
 
+    def build_base(
+        self, dockerfile: Path, context: Path, build_args: Mapping[str, str], platform: str | None, where: str
+    ) -> str:
+        """Build ``dockerfile`` (``tool.flyte.image.dockerfile``, described by ``where``) as the base;
+        return a reference :meth:`base` finds. Only a backend that runs Dockerfiles can."""
+        raise ImageError(
+            f"{where}: the {self.name} backend cannot run a Dockerfile; build it with Docker and bring it "
+            'as `base = "oci:DIR[:TAG]"` or `base = "docker-archive:FILE.tar"`'
+        )
+
     @abc.abstractmethod
     def build(self, plan: ImagePlan, repository: str, tags: Sequence[str], *, push: bool) -> BuiltImage:
         """Make the image of ``plan`` as ``repository:tags[0]`` (its ``_F_IMG_ID``), tagged with every
-        tag; push every tag when asked."""
+        tag; push every tag when asked. A backend that finds that very image made already (and
+        pushed, when asked) makes and pushes nothing."""
 
     @abc.abstractmethod
     def close(self) -> None:

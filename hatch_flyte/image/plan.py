@@ -35,8 +35,8 @@ from hatch_flyte.image.wheelhouse import (
     build_wheelhouse,
     check_wheel_fits,
     parse_extra_packages,
+    requirements_on,
     requires_flyte,
-    wheel_requirements,
 )
 from hatch_flyte.manifest import sha256_file
 from hatch_flyte.project import Project
@@ -72,6 +72,8 @@ class BaseInfo:
     python: str
     python_version: tuple[int, int]
     platform: str
+    #: ``tool.flyte.image.dockerfile`` when the base was built from it (then ``ref`` is a local tag).
+    built_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,20 @@ class ImagePlan:
     python_version: tuple[int, int]
     platform: str
     wheelhouse: Wheelhouse
-    project_wheel: Path
-    project_wheel_sha256: str
+    #: None in a dependency-only image (``include-project = false``).
+    project_wheel: Path | None
+    project_wheel_sha256: str | None
     env: tuple[tuple[str, str], ...]
     workdir: str
     labels: Mapping[str, str]
     source_files: tuple[tuple[str, str], ...] = ()  # (path on disk, name under SOURCE_DIR)
+    #: The base's manifest digest, when known (for the manifest; the labels carry it already).
+    base_digest: str | None = None
+
+    @property
+    def contents(self) -> str:
+        """``"full"`` (dependencies and the project) or ``"dependencies"`` (run with a bundle)."""
+        return "full" if self.project_wheel is not None else "dependencies"
 
     def content_tag(self) -> str:
         """A tag derived from everything that makes the image (not from the base's name alone), the
@@ -121,7 +131,7 @@ def oci_labels(
     description: str | None,
     licenses: str | None,
     revision: str | None,
-    base: str,
+    base: str | None,
     base_digest: str | None,
 ) -> dict[str, str]:
     """``org.opencontainers.image.*`` labels; ``created`` comes from ``SOURCE_DATE_EPOCH``.
@@ -130,10 +140,9 @@ def oci_labels(
     out rather than filled with something else (an image id is not a manifest digest).
     """
     created = datetime.fromtimestamp(created_epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    labels = {
-        "org.opencontainers.image.created": created,
-        "org.opencontainers.image.base.name": base,
-    }
+    labels = {"org.opencontainers.image.created": created}
+    if base:
+        labels["org.opencontainers.image.base.name"] = base
     optional = {"version": version, "title": title, "description": description, "licenses": licenses,
                 "revision": revision, "base.digest": base_digest}  # fmt: skip
     for key, value in optional.items():
@@ -181,14 +190,64 @@ def _git_revision(directory: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def wheel_metadata(wheel: Path) -> dict[str, str]:
-    with zipfile.ZipFile(wheel) as zf:
-        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
-        message = BytesParser().parsebytes(zf.read(name))
-    return {
-        k: str(message.get(k) or "")
-        for k in ("Name", "Version", "Summary", "License-Expression", "License", "Requires-Python")
-    }
+@dataclass(frozen=True)
+class ProjectMetadata:
+    """What an image needs of the project's core metadata, from its wheel or its pyproject.toml."""
+
+    name: str
+    version: str
+    summary: str = ""
+    license: str = ""
+    requires_python: str = ""
+    requires_dist: tuple[str, ...] = ()
+
+    @classmethod
+    def from_wheel(cls, wheel: Path) -> ProjectMetadata:
+        with zipfile.ZipFile(wheel) as zf:
+            name = next((n for n in zf.namelist() if n.endswith(".dist-info/METADATA")), None)
+            if name is None:
+                raise ImageError(f"{wheel} has no .dist-info/METADATA; is it a wheel?")
+            message = BytesParser().parsebytes(zf.read(name))
+        return cls(
+            name=str(message.get("Name") or ""),
+            version=str(message.get("Version") or ""),
+            summary=str(message.get("Summary") or ""),
+            license=str(message.get("License-Expression") or message.get("License") or ""),
+            requires_python=str(message.get("Requires-Python") or ""),
+            requires_dist=tuple(str(r) for r in message.get_all("Requires-Dist") or ()),
+        )
+
+    @classmethod
+    def from_pyproject(cls, project: Project) -> ProjectMetadata | None:
+        """The static ``[project]`` table; None when the dependencies are dynamic (only a build
+        backend knows them then)."""
+        core = project.data.get("project")
+        if not isinstance(core, Mapping) or "dependencies" in (core.get("dynamic") or ()):
+            return None
+        deps = core.get("dependencies") or []
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            return None
+        requires_python = core.get("requires-python")
+        return cls(
+            name=project.name or project.directory.name,
+            version=project.version or "",
+            requires_python=requires_python if isinstance(requires_python, str) else "",
+            requires_dist=tuple(deps),
+        )
+
+
+def image_metadata(project: Project, wheel: Path | None, config: ImageConfig) -> ProjectMetadata:
+    """The metadata the image is planned from: the wheel's, or for a dependency-only image without a
+    wheel, the static ``[project]`` table's."""
+    if wheel is not None:
+        return ProjectMetadata.from_wheel(wheel)
+    metadata = ProjectMetadata.from_pyproject(project) if not config.include_project else None
+    if metadata is None:
+        raise ImageError(
+            f"{project.pyproject or project.directory}: the image needs the project's wheel "
+            "(its dependencies are dynamic, or the image includes the project); build it first"
+        )
+    return metadata
 
 
 def repository(project: Project, config: ImageConfig) -> str:
@@ -198,10 +257,11 @@ def repository(project: Project, config: ImageConfig) -> str:
 
 
 def image_tags(project: Project, config: ImageConfig, content_tag: str, wheel_version: str) -> list[str]:
-    """``tool.flyte.image.tags``, or by default the content tag and the project's version; the first
-    one names the image (its ``_F_IMG_ID``)."""
+    """``tool.flyte.image.tags``, or by default the content tag and the project's version (not for a
+    dependency-only image: it holds no version of the project); the first one names the image (its
+    ``_F_IMG_ID``)."""
     # A tag allows [A-Za-z0-9_.-] only: a PEP 440 local version (``1.0+g1234``) becomes ``1.0-g1234``.
-    version = (wheel_version or project.version or "").replace("+", "-")
+    version = (wheel_version or project.version or "").replace("+", "-") if config.include_project else ""
     tags = list(config.tags) if config.tags is not None else [content_tag, *([version] if version else [])]
     if not tags:
         raise ImageError(f"{project.pyproject}: `tool.flyte.image.tags` is empty; give at least one tag")
@@ -210,16 +270,29 @@ def image_tags(project: Project, config: ImageConfig, content_tag: str, wheel_ve
 
 def plan_image(
     project: Project,
-    wheel: Path,
+    wheel: Path | None,
     config: ImageConfig,
     base_info: BaseInfo,
     source_files: Sequence[tuple[str, str]] = (),
+    *,
+    metadata: ProjectMetadata | None = None,
 ) -> ImagePlan:
-    """Everything that makes the image, for any backend: wheelhouse, labels, environment, source."""
+    """Everything that makes the image, for any backend: wheelhouse, labels, environment, source.
+
+    With ``include-project = false`` the project stays out (``wheel`` may be None): only its
+    dependencies, from ``metadata`` (default: the wheel's, else the static ``[project]`` table).
+    """
     pyproject = str(project.pyproject or project.directory)
     target = Target(base_info.python_version, config.platform or base_info.platform)
-    check_wheel_fits(wheel, target)
-    requirements = wheel_requirements(wheel, target) + parse_extra_packages(config.extra_packages, pyproject)
+    meta = metadata or image_metadata(project, wheel, config)
+    full = config.include_project
+    if full:
+        if wheel is None:
+            raise ImageError(f"{pyproject}: an image that includes the project needs its wheel")
+        check_wheel_fits(wheel, target)
+    requirements = requirements_on(meta.requires_dist, target) + parse_extra_packages(
+        config.extra_packages, pyproject
+    )
     if not requires_flyte(requirements):
         raise ImageError(
             f"{pyproject}: the project does not depend on flyte, so the image could not run Flyte tasks; add "
@@ -237,15 +310,17 @@ def plan_image(
         pins = locked.lines()
         log.info("image dependencies pinned by %s (%d packages)", lock.name, len(pins))
     wheelhouse = build_wheelhouse(requirements, target, constraints, pins)
-    meta = wheel_metadata(wheel)
+    # A dependency-only image is labelled with what does not change with the code: no version, no
+    # commit (they would change its tag with every release or commit of unchanged dependencies).
     labels = oci_labels(
         created_epoch=source_date_epoch(),
-        version=meta["Version"] or project.version,
-        title=meta["Name"] or project.name,
-        description=meta["Summary"] or None,
-        licenses=meta["License-Expression"] or None,
-        revision=_git_revision(project.directory),
-        base=base_info.ref,
+        version=(meta.version or project.version) if full else None,
+        title=meta.name or project.name,
+        description=(meta.summary or None) if full else None,
+        licenses=(meta.license or None) if full else None,
+        revision=_git_revision(project.directory) if full else None,
+        # A base built from a Dockerfile has a name in this engine only.
+        base=None if base_info.built_from else base_info.ref,
         base_digest=base_info.digest,
     )
     return ImagePlan(
@@ -255,10 +330,11 @@ def plan_image(
         python_version=base_info.python_version,
         platform=target.platform,
         wheelhouse=wheelhouse,
-        project_wheel=wheel,
-        project_wheel_sha256=sha256_file(wheel),
+        project_wheel=wheel if full else None,
+        project_wheel_sha256=sha256_file(wheel) if full and wheel is not None else None,
         env=config.env,
         workdir=config.workdir,
         labels=labels,
         source_files=tuple(source_files) if config.source else (),
+        base_digest=base_info.digest,
     )

@@ -87,10 +87,19 @@ def wheel_requirements(wheel: Path, target: Target) -> list[Requirement]:
         if meta_name is None:
             raise ImageError(f"{wheel} has no .dist-info/METADATA; is it a wheel?")
         message = BytesParser().parsebytes(zf.read(meta_name))
+    return requirements_on(message.get_all("Requires-Dist") or [], target)
+
+
+def requirements_on(requires_dist: Sequence[str], target: Target) -> list[Requirement]:
+    """The requirements (``Requires-Dist`` strings) that apply on ``target`` (markers evaluated, no
+    extras)."""
     env = target.marker_environment()
     out = []
-    for raw in message.get_all("Requires-Dist") or []:
-        req = Requirement(raw)
+    for raw in requires_dist:
+        try:
+            req = Requirement(raw)
+        except InvalidRequirement as e:
+            raise ImageError(f"the project's dependency {raw!r} is not a requirement: {e}") from None
         if req.marker is None or req.marker.evaluate(env):
             req.marker = None
             out.append(req)

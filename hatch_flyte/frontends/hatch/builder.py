@@ -155,8 +155,9 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             return str(bundle.path)
 
     def build_image(self, directory: str, **build_data: Any) -> str:
-        """Build the full-build image from this run's wheel (made aside when not asked for)."""
-        from hatch_flyte.image import build_image
+        """Build the image from this run's wheel (made aside when not asked for); a dependency-only
+        image (``include-project = false``) from hatchling's metadata, with no wheel."""
+        from hatch_flyte.image import ProjectMetadata, build_image
         from hatch_flyte.pipeline import source_files
 
         with app_logging(self.app):
@@ -165,7 +166,16 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             started = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="hatch-flyte-image-") as scratch:
                 wheel = state["artifacts"].get("wheel", (None, {}))[0]
-                if wheel is None:
+                metadata = None
+                if not project.config.image.include_project:
+                    core = self.metadata.core
+                    metadata = ProjectMetadata(
+                        name=core.name,
+                        version=self.metadata.version,
+                        requires_python=core.requires_python,
+                        requires_dist=tuple(core.dependencies),
+                    )
+                elif wheel is None:
                     built = list(
                         self._wheel_builder().build(directory=scratch, versions=["standard"], clean=False)
                     )
@@ -173,6 +183,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                 image = build_image(
                     project,
                     wheel,
+                    metadata=metadata,
                     source_files=source_files(project, self._bundle_options())
                     if project.config.image.source
                     else (),

@@ -11,19 +11,21 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import IO, Any
 
 import hatch_flyte.image.basecache as basecache
 from hatch_flyte.errors import ImageError
 from hatch_flyte.image.backend import BuiltImage, ImageBackend
-from hatch_flyte.image.credentials import env_credentials
+from hatch_flyte.image.credentials import credentials_for, env_credentials
 from hatch_flyte.image.docker.dockerfile import (
+    DOCKERFILE_BASE_REPOSITORY,
     deps_ref,
     project_dockerfile,
     write_context,
     write_deps_context,
 )
-from hatch_flyte.image.plan import BaseInfo, ImagePlan, linux_platform
+from hatch_flyte.image.plan import IMAGE_ID_ENV, BaseInfo, ImagePlan, linux_platform
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,23 @@ class DockerBackend(ImageBackend):
         # Without a configured platform the engine builds for its own.
         return info if platform else replace(info, platform=engine_platform(self.client))
 
+    def build_base(
+        self, dockerfile: Path, context: Path, build_args: Mapping[str, str], platform: str | None, where: str
+    ) -> str:
+        return build_dockerfile_base(self.client, dockerfile, context, build_args, platform, where)
+
     def build(self, plan: ImagePlan, repository: str, tags: Sequence[str], *, push: bool) -> BuiltImage:
         ref = f"{repository}:{tags[0]}"
-        image_id = build(self.client, plan, ref, tags[1:])
+        image_id = up_to_date(self.client, plan, ref) if plan.project_wheel is None else None
+        if image_id is not None:
+            log.info("image %s is up to date (%s): nothing to build", ref, image_id[:19])
+            tag(self.client, image_id, ref, tags[1:])
+        else:
+            image_id = build(self.client, plan, ref, tags[1:])
         digest = None
         if push:
-            for tag in tags:
-                pushed = push_tag(self.client, f"{repository}:{tag}")
+            for name in tags:
+                pushed = push_tag(self.client, f"{repository}:{name}", image_id)
                 digest = digest or pushed
         return BuiltImage(image_id, digest)
 
@@ -183,24 +195,12 @@ def build(client: Any, plan: ImagePlan, ref: str, tags: Iterable[str]) -> str:
 
     The dependency image comes first, unless the engine has it already (found by its tag).
     """
-    import docker.errors
-
     _ensure_deps_image(client, plan)
     with tempfile.TemporaryFile() as context:
         write_context(plan, project_dockerfile(plan, ref), context)
         context.seek(0)
         image_id = _build(client, context, ref, plan.platform)
-    repo, _, _ = ref.rpartition(":")
-    for tag in tags:
-        if f"{repo}:{tag}" != ref:
-            try:
-                client.api.tag(image_id, repo, tag)
-            except docker.errors.APIError as e:
-                raise ImageError(
-                    f"the Docker engine cannot tag the image {repo}:{tag}: {e.explanation or e}. A tag "
-                    "allows letters, digits, `_`, `.` and `-` (not first), at most 128 characters; fix "
-                    "`tool.flyte.image.tags`"
-                ) from None
+    tag(client, image_id, ref, tags)
     arch = client.images.get(image_id).attrs.get("Architecture")
     want = plan.platform.split("/", 1)[1]
     if arch and arch != want:
@@ -209,6 +209,92 @@ def build(client: Any, plan: ImagePlan, ref: str, tags: Iterable[str]) -> str:
             "cannot cross-build: build on a matching machine or leave `tool.flyte.image.platform` unset"
         )
     return str(image_id)
+
+
+def tag(client: Any, image_id: str, ref: str, tags: Iterable[str]) -> None:
+    """Tag ``image_id`` as ``ref`` and as each of ``tags`` in ``ref``'s repository."""
+    import docker.errors
+
+    repo, _, first = ref.rpartition(":")
+    for name in (first, *tags):
+        try:
+            client.api.tag(image_id, repo, name)
+        except docker.errors.APIError as e:
+            raise ImageError(
+                f"the Docker engine cannot tag the image {repo}:{name}: {e.explanation or e}. A tag "
+                "allows letters, digits, `_`, `.` and `-` (not first), at most 128 characters; fix "
+                "`tool.flyte.image.tags`"
+            ) from None
+
+
+def up_to_date(client: Any, plan: ImagePlan, ref: str) -> str | None:
+    """The id of the image ``ref`` when it is exactly what ``plan`` would build, else None.
+
+    Only for a dependency-only image, whose steps on top of the dependency image (labels, the
+    ``ENV`` naming it) are all in its configuration: it is the one built when the dependency image
+    (found by its content tag) is its ancestor that many steps down, and its labels and name match.
+    A full image's project layer cannot be checked this way; the engine's build cache serves it.
+    """
+    import docker.errors
+
+    try:
+        image = client.images.get(ref)
+        deps = client.images.get(deps_ref(plan))
+        history = client.api.history(image.id)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as e:
+        raise ImageError(f"the Docker engine cannot look up the image {ref}: {e.explanation or e}") from None
+    config = image.attrs.get("Config") or {}
+    env = dict(str(item).partition("=")[::2] for item in config.get("Env") or [])
+    labels = config.get("Labels") or {}
+    steps = sum(
+        1 for line in project_dockerfile(plan, ref).splitlines()[1:]
+        if line and not line[0].isspace() and not line.startswith(("#", "FROM"))
+    )  # fmt: skip
+    ids = [str(h.get("Id")) for h in history]
+    if env.get(IMAGE_ID_ENV) != ref or any(labels.get(k) != v for k, v in plan.labels.items()):
+        return None
+    if steps >= len(ids) or ids[steps] != deps.id:
+        return None
+    return str(image.id)
+
+
+def build_dockerfile_base(
+    client: Any,
+    dockerfile: Path,
+    context: Path,
+    build_args: Mapping[str, str],
+    platform: str | None,
+    where: str,
+) -> str:
+    """Build the user's Dockerfile as the base, with the engine's normal network (its ``RUN`` steps
+    may install system packages); return its tag, ``hatch-flyte/base:i<image id>``.
+
+    The engine's build cache makes an unchanged Dockerfile and context give the same image id, and
+    a changed context a new one, which the image's content tag then follows.
+    """
+    import docker.errors
+
+    log.info("building the base from %s (context %s)", dockerfile, context)
+    try:
+        stream = client.api.build(
+            path=str(context), dockerfile=str(dockerfile), decode=True, rm=True, forcerm=True,
+            buildargs=dict(build_args), platform=platform, pull=False,
+        )  # fmt: skip
+        image_id = _consume_build(stream, f"{where}: building the base from {dockerfile} failed")
+    except docker.errors.APIError as e:
+        raise ImageError(f"{where}: the Docker engine rejected the build: {e.explanation or e}") from None
+    except (OSError, docker.errors.DockerException) as e:
+        raise ImageError(f"{where}: cannot send the build context {context}: {e}") from None
+    repo, name = DOCKERFILE_BASE_REPOSITORY, "i" + image_id.partition(":")[2][:20]
+    try:
+        client.api.tag(image_id, repo, name)
+    except docker.errors.APIError as e:
+        raise ImageError(
+            f"the Docker engine cannot tag the base {repo}:{name}: {e.explanation or e}"
+        ) from None
+    return f"{repo}:{name}"
 
 
 def _ensure_deps_image(client: Any, plan: ImagePlan) -> None:
@@ -245,7 +331,7 @@ def _build(client: Any, context: IO[bytes], tag: str, platform: str) -> str:
         raise ImageError(f"the Docker engine rejected the build: {e.explanation or e}") from None
 
 
-def _consume_build(stream: Iterable[Mapping[str, Any]]) -> str:
+def _consume_build(stream: Iterable[Mapping[str, Any]], what: str = "the image build failed") -> str:
     image_id = None
     last_lines: list[str] = []
     for chunk in stream:
@@ -253,7 +339,7 @@ def _consume_build(stream: Iterable[Mapping[str, Any]]) -> str:
             detail = chunk.get("errorDetail") or {}
             message = (detail.get("message") or chunk.get("error") or "").strip()
             context = "\n".join(last_lines[-15:])
-            raise ImageError(f"the image build failed: {message}" + (f"\n{context}" if context else ""))
+            raise ImageError(f"{what}: {message}" + (f"\n{context}" if context else ""))
         text = chunk.get("stream")
         if text:
             for line in text.rstrip("\n").splitlines():
@@ -281,10 +367,37 @@ def registry_auth(registry: str) -> dict[str, str] | None:
     return {"username": found.username, "password": found.password, "serveraddress": registry}
 
 
-def push_tag(client: Any, ref: str) -> str:
-    """Push ``ref``; return the registry's manifest digest. Registry errors become ImageErrors."""
+def _in_registry(client: Any, ref: str, image_id: str) -> str | None:
+    """The registry's digest of ``ref`` when it is this image as pushed before from this engine
+    (one of its ``RepoDigests``), else None (and whenever the registry cannot tell)."""
+    from hatch_flyte.image.oci.registry import Registry
+
+    repo, _, name = ref.rpartition(":")
+    registry, _, repository = repo.partition("/")
+    try:
+        known = client.images.get(image_id).attrs.get("RepoDigests") or []
+        digests = {d.partition("@")[2] for d in known if d.partition("@")[0] == repo}
+        if not digests:
+            return None
+        found = Registry(registry, credentials_for(registry, use_env=True)).manifest_digest(repository, name)
+    except Exception as e:  # the push itself reports what is wrong with the registry
+        log.debug("cannot ask %s for %s: %s", registry, ref, e)
+        return None
+    return found if found in digests else None
+
+
+def push_tag(client: Any, ref: str, image_id: str | None = None) -> str:
+    """Push ``ref``; return the registry's manifest digest. Registry errors become ImageErrors.
+
+    With ``image_id``, nothing is pushed when the registry has that image under ``ref`` already.
+    """
     repo, _, tag = ref.rpartition(":")
     registry = repo.split("/", 1)[0]
+    if image_id is not None:
+        found = _in_registry(client, ref, image_id)
+        if found is not None:
+            log.info("%s is in the registry already (%s): nothing to push", ref, found[:19])
+            return found
     auth = registry_auth(registry)
     try:
         stream = client.images.push(repo, tag=tag, stream=True, decode=True, auth_config=auth)

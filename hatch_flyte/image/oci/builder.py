@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import hatch_flyte.image.basecache as basecache
-from hatch_flyte.atomic import ensure_directory
+from hatch_flyte.atomic import ensure_directory, write_bytes_atomic
 from hatch_flyte.cache import cache_dir
 from hatch_flyte.errors import HatchFlyteError, ImageError
 from hatch_flyte.image.backend import BuiltImage, ImageBackend
@@ -127,6 +127,19 @@ class OciBackend(ImageBackend):
         base, store, work, layout_dir = self.bases[plan.base], self.store, self.work, self.layout_dir
         epoch = source_date_epoch()
         ref = f"{repo}:{tags[0]}"
+        name = repo.rsplit("/", 1)[-1]
+        layout_out, archive_out = self.output_dir / f"{name}.oci", self.output_dir / f"{name}.oci.tar"
+        key = _output_key(plan, base, repo, tags, epoch) if plan.project_wheel is None else None
+        reused = _reuse(key, layout_out, archive_out, tags) if key is not None else None
+        if reused is not None:
+            config_digest, manifest_digest = reused
+            log.info(
+                "image %s is up to date in %s (%s): nothing to build", ref, layout_out, manifest_digest[:19]
+            )
+            if push:
+                done = L.BlobStore(layout_out)
+                push_layout(done, done.read(manifest_digest), manifest_digest, repo, tags, base)
+            return BuiltImage(config_digest, manifest_digest, archive=archive_out)
         layers = _layers(plan, store, epoch, work)
         config_doc = _config(base, plan, layers, ref, epoch, plan.platform)
         config_digest = store.put_bytes(L.canonical_json(config_doc))
@@ -168,12 +181,67 @@ class OciBackend(ImageBackend):
             L.write_docker_archive(layout_dir, out, docker_manifest, epoch)
         if push:
             push_layout(store, manifest, manifest_digest, repo, tags, base)
-        name = repo.rsplit("/", 1)[-1]
-        layout_out, archive_out = self.output_dir / f"{name}.oci", self.output_dir / f"{name}.oci.tar"
         _publish(layout_dir, layout_out, work)
         archive_tmp.replace(archive_out)
+        if key is not None:
+            _remember(key, layout_out, archive_out, config_digest, manifest_digest)
         log.info("image %s: %s (layout %s, archive %s)", ref, manifest_digest, layout_out, archive_out)
         return BuiltImage(config_digest, manifest_digest, archive=archive_out)
+
+
+def _output_key(plan: ImagePlan, base: BaseImage, repo: str, tags: Sequence[str], epoch: int) -> str:
+    """What determines the bytes of a dependency-only image's layout and archive: its content tag
+    (the plan: wheelhouse, base config, labels, environment, platform), the base's layers as
+    stored, the names, the epoch, and the tools that write the layers."""
+    import installer
+
+    doc = [LAYER_FORMAT, plan.content_tag(), base.manifest_digest, repo, list(tags), epoch,
+           installer.__version__, zlib.ZLIB_RUNTIME_VERSION]  # fmt: skip
+    return hashlib.sha256(L.canonical_json(doc)).hexdigest()
+
+
+def _record_path(layout: Path) -> Path | None:
+    cache = cache_dir()
+    name = hashlib.sha256(str(layout).encode()).hexdigest()[:32]
+    return cache / "oci-outputs" / f"{name}.json" if cache is not None else None
+
+
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _reuse(key: str, layout: Path, archive: Path, tags: Sequence[str]) -> tuple[str, str] | None:
+    """``(config digest, manifest digest)`` of the image in ``layout`` when this machine wrote it
+    from the same inputs and neither it nor the archive changed since (a stat of each), else None."""
+    record = _record_path(layout)
+    if record is None:
+        return None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        doc = json.loads(record.read_text())
+        index = layout / "index.json"
+        if doc["key"] != key or doc["archive"] != _stat(archive) or doc["index"] != _stat(index):
+            return None
+        manifest, config = str(doc["manifest"]), str(doc["config"])
+        listed = {
+            str(m.get("annotations", {}).get(L.REF_NAME)): m.get("digest")
+            for m in json.loads(index.read_bytes()).get("manifests", [])
+        }
+        store = L.BlobStore(layout)
+        if all(listed.get(t) == manifest for t in tags) and store.has(manifest) and store.has(config):
+            return config, manifest
+    return None
+
+
+def _remember(key: str, layout: Path, archive: Path, config: str, manifest: str) -> None:
+    record = _record_path(layout)
+    if record is None:
+        return
+    doc = {"key": key, "archive": _stat(archive), "index": _stat(layout / "index.json"),
+           "config": config, "manifest": manifest}  # fmt: skip
+    with contextlib.suppress(OSError, HatchFlyteError):  # the record only saves a rebuild
+        record.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(record, L.canonical_json(doc))
 
 
 def _base_python(base: BaseImage, store: L.BlobStore, python: str | None, where: str) -> BasePython:
@@ -205,12 +273,12 @@ def _layers(plan: ImagePlan, store: L.BlobStore, epoch: int, work: Path) -> list
         write_layer(venv_skeleton(python, version), store, epoch, f"hatch-flyte: venv {VENV} for {python}")
     ]
     layers.append(_dependency_layer(plan, version, store, epoch, work))
-    project_stage = work / "project"
-    install_wheels([plan.project_wheel], project_stage, version)
-    layers.append(
-        write_layer(staged_entries(project_stage), store, epoch, f"hatch-flyte: {plan.project_wheel.name}")
-    )
-    shutil.rmtree(project_stage)
+    if plan.project_wheel is not None:
+        project_stage = work / "project"
+        install_wheels([plan.project_wheel], project_stage, version)
+        comment = f"hatch-flyte: {plan.project_wheel.name}"
+        layers.append(write_layer(staged_entries(project_stage), store, epoch, comment))
+        shutil.rmtree(project_stage)
     if plan.source_files:
         entries = [Entry(f"{SOURCE_DIR}/{name}", "file", Path(path)) for path, name in plan.source_files]
         layers.append(write_layer(entries, store, epoch, f"hatch-flyte: source in {SOURCE_DIR}"))
@@ -273,6 +341,10 @@ def push_layout(
     mount_from = (
         base.registry.repository if base.registry and base.registry.registry == target.registry else None
     )
+    there = {tag: registry.manifest_digest(target.repository, tag) for tag in tags}
+    if all(digest == manifest_digest for digest in there.values()):
+        log.info("%s is in the registry already under every tag: nothing to push", repo)
+        return manifest_digest
     blobs = [str(doc["config"]["digest"]), *(str(d["digest"]) for d in doc["layers"])]
     uploaded = mounted = skipped = 0
     for digest in blobs:
@@ -291,6 +363,9 @@ def push_layout(
         uploaded += 1
     pushed = ""
     for tag in tags:
+        if there[tag] == manifest_digest:
+            pushed = manifest_digest
+            continue
         pushed = registry.put_manifest(target.repository, tag, manifest, L.OCI_MANIFEST)
         if pushed != manifest_digest:
             raise ImageError(

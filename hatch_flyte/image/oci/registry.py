@@ -331,6 +331,22 @@ class Registry:
             )
         return size
 
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest of the manifest ``repository:reference`` (a ``HEAD``), or None when absent."""
+        response = self.request(
+            "HEAD",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=f"repository:{repository}:pull",
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+        )
+        response.close()
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise self._error(response, f"HEAD manifest {repository}:{reference}")
+        digest = response.headers.get("Docker-Content-Digest")
+        return digest if isinstance(digest, str) and _DIGEST.match(digest) else None
+
     def blob_exists(self, repository: str, digest: str) -> bool:
         response = self.request(
             "HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull,push"
