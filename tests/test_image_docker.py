@@ -956,3 +956,86 @@ def test_hatch_build_image_without_docker_sdk(
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "needs the docker SDK" in out and "hatch-flyte[docker]" in out
+
+
+# --- 5. dependency-only images (include-project = false) ----------------------------------------------
+
+
+def _named_copy(weather: Built, engine: Engine, tmp_path: Path, what: str) -> tuple[Path, str]:
+    """A copy of the module's project under a fresh image name (``[tool.flyte.image]`` stays last)."""
+    project = copy_of(weather.project, tmp_path)
+    name = engine.new_name(what)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(weather.repo.split("/", 1)[1], name))
+    return project, name
+
+
+def test_dependency_only_image_runs_tasks_from_the_bundle(
+    weather: Built, engine: Engine, docker_client: Any, tmp_path: Path, no_leftover_containers: None
+) -> None:
+    from a0_in_image import run_task
+
+    project, name = _named_copy(weather, engine, tmp_path, "deps-only")
+    with (project / "pyproject.toml").open("a") as f:
+        f.write("include-project = false\npush = true\n")
+    proc = hatch_flyte_build(engine, project)
+    image = json.loads(proc.stdout)["image"]
+    repo = f"{engine.registry}/{name}"
+    assert image["contents"] == "dependencies"
+    assert image["ref"] == f"{repo}:{image['ref'].rpartition(':')[2]}"
+    assert image["tags"] == [image["ref"]]  # no version tag: the image holds no version of the project
+    # The same dependencies on the same base as the module's full image: its dependency image serves.
+    assert "building the dependency image" not in proc.stderr, proc.stderr
+    built = docker_client.images.get(image["ref"])
+    labels = {
+        k.removeprefix("org.opencontainers.image."): v for k, v in built.attrs["Config"]["Labels"].items()
+    }
+    assert not {"version", "revision", "description"} & set(labels), labels
+    host, repository, tag = split_ref(image["ref"])
+    headers, _ = registry_get(host, f"{repository}/manifests/{tag}")
+    assert headers["Docker-Content-Digest"] == image["digest"]
+    out = docker_client.containers.run(
+        built.id, ["python", "-c", "import importlib.util as u; print(u.find_spec('weather_pipeline'))"],
+        network_disabled=True, remove=True,
+    )  # fmt: skip
+    assert out.decode().strip() == "None"
+
+    # A code-only change: the image target builds nothing and pushes nothing (no wheel either).
+    tasks = project / "src" / "weather_pipeline" / "tasks.py"
+    source = tasks.read_text()
+    assert "return daily_means(readings)" in source
+    tasks.write_text(
+        source.replace("return daily_means(readings)", 'return {**daily_means(readings), "new": 1.0}')
+    )
+    cmd = [
+        str(BIN / "hatch-flyte"),
+        "build",
+        str(project),
+        "-t",
+        "bundle,image",
+        "--no-isolation",
+        "--json",
+        "-v",
+    ]
+    started = time.monotonic()
+    again = run(cmd, project.parent, tool_env(engine))
+    seconds = time.monotonic() - started
+    second = json.loads(again.stdout)
+    assert (second["image"]["ref"], second["image"]["id"]) == (image["ref"], image["id"])
+    assert second["image"]["digest"] == image["digest"] and second["wheel"] is None
+    assert "nothing to build" in again.stderr and "nothing to push" in again.stderr, again.stderr
+    assert "docker: Step" not in again.stderr
+    print(f"code-only rebuild of a dependency-only image (bundle + image, whole command): {seconds:.2f}s")
+
+    # flyte's own a0, in the image, with no network: the task runs from the new bundle ...
+    bundle = project / "dist" / second["bundle"]["name"]
+    root = project / "src"
+    ran = run_task(docker_client, root, "weather_pipeline.tasks", "station_means", image["ref"],
+                   tmp_path / "io-bundle", bundle, csv_text="")  # fmt: skip
+    assert ran.exit_code == 0 and ran.error is None, ran.log[-3000:]
+    assert ran.output == {**expected_means(project), "new": 1.0}
+    # ... and without the bundle the package is not there to import.
+    bare = run_task(docker_client, root, "weather_pipeline.tasks", "station_means", image["ref"],
+                    tmp_path / "io-bare", None, csv_text="")  # fmt: skip
+    assert bare.output is None
+    assert "No module named 'weather_pipeline'" in f"{bare.error}\n{bare.log}", (bare.error, bare.log[-3000:])
