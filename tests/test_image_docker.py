@@ -1039,3 +1039,106 @@ def test_dependency_only_image_runs_tasks_from_the_bundle(
                     tmp_path / "io-bare", None, csv_text="")  # fmt: skip
     assert bare.output is None
     assert "No module named 'weather_pipeline'" in f"{bare.error}\n{bare.log}", (bare.error, bare.log[-3000:])
+
+
+# --- 6. a custom Dockerfile as the base ----------------------------------------------------------------
+
+BASE_DOCKERFILE = """\
+ARG BASE
+FROM ${BASE}
+ARG GREETING=unset
+COPY marker.txt /opt/marker.txt
+RUN echo "$GREETING" > /opt/greeting.txt
+"""
+
+
+def _with_dockerfile(project: Path, base: str, dockerfile: str = BASE_DOCKERFILE) -> None:
+    """``docker/Dockerfile`` (context: its directory) instead of ``base``, with build args."""
+    (project / "docker").mkdir()
+    (project / "docker" / "Dockerfile").write_text(dockerfile)
+    (project / "docker" / "marker.txt").write_text("one\n")
+    pyproject = project / "pyproject.toml"
+    text = re.sub(r'(?m)^base = ".*"\n', "", pyproject.read_text())
+    text += 'dockerfile = "docker/Dockerfile"\n\n[tool.flyte.image.build-args]\n'
+    text += f'BASE = "{base}"\nGREETING = "hi"\n'
+    pyproject.write_text(text)
+
+
+def test_dockerfile_base_with_hatch_flyte_layers_on_top(
+    weather: Built,
+    engine: Engine,
+    docker_client: Any,
+    tmp_path: Path,
+    no_leftover_containers: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hatch_flyte.image import ProjectMetadata, docker_backend, plan_docker_image
+    from hatch_flyte.project import load_project
+
+    for key, value in tool_env(engine).items():
+        monkeypatch.setenv(key, value)  # the same SOURCE_DATE_EPOCH and engine as the builds here
+    project, _ = _named_copy(weather, engine, tmp_path, "dockerfile")
+    _with_dockerfile(project, engine.base)
+    bases: set[str] = set()
+    try:
+        image = json.loads(hatch_flyte_build(engine, project).stdout)["image"]
+        assert (image["contents"], image["base_dockerfile"]) == ("full", "docker/Dockerfile")
+        assert re.fullmatch(r"hatch-flyte/base:i[0-9a-f]{20}", image["base"]) and image["base_digest"] is None
+        bases.add(image["base"])
+        base_id = docker_client.images.get(image["base"]).id
+        assert image["base"] == f"hatch-flyte/base:i{base_id[7:27]}"
+        # The user's layers, then hatch-flyte's: the venv with flyte, the project, the checks passed.
+        code = (
+            "import weather_pipeline, flyte, shutil; print(open('/opt/greeting.txt').read().strip(), "
+            "open('/opt/marker.txt').read().strip(), weather_pipeline.__file__, shutil.which('a0'))"
+        )
+        out = docker_client.containers.run(
+            image["id"], ["python", "-c", code], network_disabled=True, remove=True
+        )
+        greeting, marker, package, a0 = out.decode().split()
+        assert (greeting, marker, a0) == ("hi", "one", "/opt/venv/bin/a0")
+        assert package.startswith("/opt/venv/lib/python3.") and package.endswith(
+            "/weather_pipeline/__init__.py"
+        )
+        built = docker_client.images.get(image["id"])
+        base_layers = docker_client.images.get(base_id).attrs["RootFS"]["Layers"]
+        assert built.attrs["RootFS"]["Layers"][: len(base_layers)] == base_layers
+        assert "org.opencontainers.image.base.name" not in built.attrs["Config"]["Labels"]
+
+        # The content tag follows the built base: an unchanged context gives the same base (the
+        # engine's cache) and tag; a changed file in the context, a new base and a new tag.
+        project_model = load_project(project)
+        config = project_model.config.image
+        wheel = next((project / "dist").glob("*.whl"))
+        meta = ProjectMetadata.from_wheel(wheel)
+        client = docker_backend.connect()
+        same = plan_docker_image(client, project_model, wheel, config, meta)
+        assert (same.base, same.content_tag()) == (image["base"], image["ref"].rpartition(":")[2])
+        (project / "docker" / "marker.txt").write_text("two\n")
+        changed = plan_docker_image(client, project_model, wheel, config, meta)
+        bases.add(changed.base)
+        assert changed.base != image["base"] and changed.base_id != base_id
+        assert changed.content_tag() != same.content_tag()
+        client.close()
+    finally:
+        # Everything built on the bases (the project's image, its dependency image and install
+        # stage), children first, then the bases with their intermediate steps.
+        for tag in bases:
+            with contextlib.suppress(docker_errors().APIError):
+                for image_id in [*built_on(docker_client, docker_client.images.get(tag).id), tag]:
+                    with contextlib.suppress(docker_errors().APIError):
+                        docker_client.images.remove(image_id, force=True)
+
+
+def test_dockerfile_failing_step_names_the_file(
+    weather: Built, engine: Engine, tmp_path: Path, no_leftover_containers: None
+) -> None:
+    project, _ = _named_copy(weather, engine, tmp_path, "dockerfile-bad")
+    # It fails at its first step, before the engine keeps any step as cache.
+    broken = "ARG BASE\nFROM ${BASE}\nRUN echo broken-on-purpose >&2 && exit 3\n"
+    _with_dockerfile(project, engine.base, broken)
+    proc = hatch_flyte_build(engine, project, ok=False)
+    assert proc.returncode != 0
+    message = _failed(proc, project)
+    assert "docker/Dockerfile" in message and "broken-on-purpose" in message, message
+    assert "returned a non-zero code: 3" in message, message
