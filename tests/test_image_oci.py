@@ -100,7 +100,7 @@ def fake_base(directory: Path, tag: str = "1", extra: tuple[Entry, ...] = ()) ->
 
 
 def build(
-    project: Project, wheel: Path, out: Path, monkeypatch: pytest.MonkeyPatch, **changes: Any
+    project: Project, wheel: Path | None, out: Path, monkeypatch: pytest.MonkeyPatch, **changes: Any
 ) -> ImageResult:
     monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     push = changes.pop("push", False)
@@ -217,7 +217,7 @@ def test_build_from_layout_is_reproducible_across_project_copies(
     assert config["config"]["Labels"]["org.opencontainers.image.version"] == "0.3.0"
     assert (layout / "blobs" / "sha256" / one.digest[7:]).read_bytes() == L.canonical_json(manifest)
     with tarfile.open(one.archive) as tar:
-        docker_manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        docker_manifest = json.load(tar.extractfile("manifest.json"))
         assert docker_manifest[0]["RepoTags"] == list(one.tags)
         assert "index.json" in tar.getnames()
     # the project layer: the wheel installed into the venv with installer, scripts on the venv's python
@@ -551,3 +551,65 @@ def test_docker_archive_base(
         ["skopeo", "inspect", f"oci:{layout}:0.3.0"], capture_output=True, text=True, check=True
     )
     assert json.loads(inspect.stdout)["Digest"] == result.digest
+
+
+def test_dependency_only_image_holds_no_code_and_is_not_rewritten_for_a_code_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    base = fake_base(tmp_path / "base")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.setattr("hatch_flyte.image.oci.builder.cache_dir", lambda: tmp_path / "cache")
+    root = copy_example(tmp_path / "weather_pipeline")
+    out = tmp_path / "out"
+    # No wheel: the dependencies come from pyproject.toml's static [project] table.
+    first = build(load_project(root), None, out, monkeypatch, base=f"oci:{base}:1", include_project=False)
+    assert first.contents == "dependencies" and first.to_json()["contents"] == "dependencies"
+    assert first.tags == (first.ref,)  # no version tag
+    layout = out / "weather-pipeline.oci"
+    manifest = json.loads((layout / "blobs" / "sha256" / str(first.digest)[7:]).read_bytes())
+    assert len(manifest["layers"]) == 3  # the base's, the venv skeleton, the dependencies
+    names: list[str] = []
+    for layer in manifest["layers"]:
+        with tarfile.open(layout / "blobs" / "sha256" / layer["digest"][7:]) as tar:
+            names += tar.getnames()
+    assert any(n.endswith("site-packages/flyte/__init__.py") for n in names)
+    assert not [n for n in names if "weather_pipeline" in n]
+    config = json.loads((layout / "blobs" / "sha256" / first.id[7:]).read_bytes())
+    labels = config["config"]["Labels"]
+    assert labels["org.opencontainers.image.title"] == "weather-pipeline"
+    assert not {"version", "revision", "description"} & {k.rpartition(".")[2] for k in labels}
+    archive = out / "weather-pipeline.oci.tar"
+    before = archive.stat().st_mtime_ns
+
+    tasks = root / "src" / "weather_pipeline" / "tasks.py"
+    tasks.write_text(tasks.read_text() + "\n# a code-only change\n")
+    caplog.set_level(logging.INFO, logger="hatch_flyte")
+    second = build(load_project(root), None, out, monkeypatch, base=f"oci:{base}:1", include_project=False)
+    assert (second.ref, second.digest, second.id) == (first.ref, first.digest, first.id)
+    assert "nothing to build" in caplog.text
+    assert archive.stat().st_mtime_ns == before  # neither the archive nor the layout rewritten
+
+    # A damaged output is written again, not trusted.
+    archive.write_bytes(b"damaged")
+    third = build(load_project(root), None, out, monkeypatch, base=f"oci:{base}:1", include_project=False)
+    assert third.digest == first.digest and archive.stat().st_size > 1000
+
+
+def test_dependency_only_image_without_a_wheel_needs_static_dependencies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_example(tmp_path / "weather_pipeline")
+    pyproject = root / "pyproject.toml"
+    text = pyproject.read_text().replace('dependencies = ["flyte>=2.12"]\n', 'dynamic = ["dependencies"]\n')
+    pyproject.write_text(text)
+    with pytest.raises(ImageError, match="dependencies are dynamic"):
+        build(
+            load_project(root),
+            None,
+            tmp_path / "out",
+            monkeypatch,
+            base="oci:/nowhere:1",
+            include_project=False,
+        )
