@@ -1026,6 +1026,11 @@ def test_dependency_only_image_runs_tasks_from_the_bundle(
     assert "nothing to build" in again.stderr and "nothing to push" in again.stderr, again.stderr
     assert "docker: Step" not in again.stderr
     print(f"code-only rebuild of a dependency-only image (bundle + image, whole command): {seconds:.2f}s")
+    # hatch's builder plans it from hatchling's metadata (no wheel): the very same image.
+    with (project / "pyproject.toml").open("a") as f:
+        f.write('\n[tool.hatch.build.targets.flyte]\ndependencies = ["docker"]\n')
+    hatch = _hatch_build_image(engine, project)
+    assert read_manifest(project)["image"]["id"] == image["id"], hatch.stdout + hatch.stderr
 
     # flyte's own a0, in the image, with no network: the task runs from the new bundle ...
     bundle = project / "dist" / second["bundle"]["name"]
