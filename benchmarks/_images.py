@@ -43,7 +43,7 @@ def setting(name: str) -> str | None:
 
 def change_code(project: Path, n: int) -> None:
     """The ``n``-th code-only change: one task's body."""
-    rel, pattern, new = CHANGES[project.name]
+    rel, pattern, new = CHANGES[project.name.partition("-")[0]]  # a copy may be named "<project>-<what>"
     path = project / rel
     text, count = re.subn(pattern, new.format(n=n), path.read_text(), count=1)
     if not count:

@@ -63,6 +63,8 @@ EXAMPLES = REPO / "example_projects"
 DEFAULT_WORKDIR = HERE / ".work" / "image"
 BIN = Path(sys.executable).parent
 TARGET_RATIO = 5.0
+#: A dependency-only image's code-only rebuild (the whole ``-t image`` command), in seconds.
+DEPS_TARGET_S = 1.0
 EPOCH = "1700000000"
 #: Every image this benchmark builds carries this label (through its base) or this repository.
 BENCH_LABEL = "io.github.hatch-flyte.bench"
@@ -96,15 +98,17 @@ def connect() -> Any:
 # --- the project copy ----------------------------------------------------------------------------
 
 
-def prepare_project(name: str, workdir: Path, base: str, repo: str) -> Path:
+def prepare_project(name: str, workdir: Path, base: str, repo: str, extra: str = "") -> Path:
     target = workdir / name
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(
-        EXAMPLES / name, target, ignore=shutil.ignore_patterns("dist", "build", "*.egg-info", "__pycache__")
+        EXAMPLES / name.partition("-")[0],
+        target,
+        ignore=shutil.ignore_patterns("dist", "build", "*.egg-info", "__pycache__"),
     )
     with (target / "pyproject.toml").open("a") as f:
-        f.write(f'\n[tool.flyte.image]\nbase = "{base}"\nname = "{repo}"\n')
+        f.write(f'\n[tool.flyte.image]\nbase = "{base}"\nname = "{repo}"\n{extra}')
     # Its own git repository, as a real project is (and as the bundle needs: inside this checkout,
     # whose .gitignore excludes the work directory, git would report every file as ignored).
     git_env = {**os.environ, **GIT_ENV}
@@ -160,8 +164,8 @@ class Run:
     step_seconds: list[tuple[str, float]] = field(default_factory=list)
 
 
-def build(project: Path, label: str, env: dict[str, str]) -> Run:
-    cmd = [str(BIN / "hatch-flyte"), "build", str(project), "-t", "wheel,bundle,image"]
+def build(project: Path, label: str, env: dict[str, str], targets: str = "wheel,bundle,image") -> Run:
+    cmd = [str(BIN / "hatch-flyte"), "build", str(project), "-t", targets]
     cmd += ["--no-isolation", "--json", "-vv"]
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -200,6 +204,60 @@ def build(project: Path, label: str, env: dict[str, str]) -> Run:
     return Run(label, total, start, total - start, executed, cached, image["ref"], image["id"], per_step)
 
 
+INNER = """
+import json, sys, time
+from pathlib import Path
+import docker  # imported before the clock starts, as everything else
+from hatch_flyte.image import ProjectMetadata, build_image
+from hatch_flyte.project import load_project
+
+project = load_project(Path(sys.argv[1]))
+started = time.perf_counter()
+result = build_image(project, None, metadata=ProjectMetadata.from_pyproject(project))
+print(json.dumps({"seconds": time.perf_counter() - started, "ref": result.ref, "id": result.id}))
+"""
+
+
+def inner_build(project: Path, env: dict[str, str]) -> tuple[float, str, str]:
+    """``hatch_flyte.image.build_image`` alone (a fresh process; imports and project load not timed)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", INNER, str(project)], env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit("the inner build_image call failed")
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    return float(doc["seconds"]), str(doc["ref"]), str(doc["id"])
+
+
+def dependency_only(
+    name: str, workdir: Path, base: str, repo: str, env: dict[str, str], repeat: int
+) -> tuple[list[Run], list[float], list[str]]:
+    """A dependency-only image (``include-project = false``) of the same project on the same base:
+    its first build (``-t image``), then code-only rebuilds of the image target, each timed as the
+    whole command and as the inner ``build_image`` call. Checks: the same image every time, no step."""
+    project = prepare_project(f"{name}-deps", workdir, base, repo, "include-project = false\n")
+    runs = [build(project, "deps-only first build", env, "image")]
+    inner: list[float] = []
+    checks: list[str] = []
+    for n in range(1, repeat + 1):
+        change_code(project, 100 + n)
+        time.sleep(0.05)
+        run = build(project, f"deps-only code-only #{n}", env, "image")
+        runs.append(run)
+        change_code(project, 200 + n)
+        seconds, ref, image_id = inner_build(project, env)
+        inner.append(seconds)
+        if (run.ref, run.image_id) != (runs[0].ref, runs[0].image_id) or (ref, image_id) != (
+            runs[0].ref,
+            runs[0].image_id,
+        ):
+            checks.append(f"FAIL: {run.label}: a code-only change gave another dependency-only image")
+        if run.executed or run.cached:
+            checks.append(f"FAIL: {run.label}: the engine ran {run.executed + run.cached} build step(s)")
+    return runs, inner, checks
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -219,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the images (default: remove them)")
+    parser.add_argument(
+        "--dependency-only",
+        action="store_true",
+        help="also a dependency-only image (include-project = false): its code-only rebuild (target < 1 s)",
+    )
     args = parser.parse_args(argv)
 
     base = args.base or setting("HATCH_FLYTE_TEST_BASE_IMAGE")
@@ -312,6 +375,40 @@ def main(argv: list[str] | None = None) -> int:
             f"first build {first.total_s:.1f}s / code-only rebuild {median:.1f}s (median of "
             f"{len(code_only)}) = {ratio:.1f}x; target >= {TARGET_RATIO:.0f}x: {verdict}"
         )
+        deps: dict[str, Any] = {}
+        if args.dependency_only:
+            deps_runs, inner, deps_checks = dependency_only(
+                args.project, workdir, bench_base, f"{repo}-deps", env, args.repeat
+            )
+            checks += deps_checks
+            for line in deps_checks:
+                print(line)
+            whole = statistics.median(r.total_s for r in deps_runs[1:])
+            inner_s = statistics.median(inner)
+            deps_verdict = "PASS" if whole < DEPS_TARGET_S else "FAIL"
+            print()
+            print("dependency-only image (include-project = false), `hatch-flyte build -t image`:")
+            for run in deps_runs:
+                print(row(run))
+            print(
+                f"code-only rebuild: whole command {whole:.2f}s, inner build_image {inner_s:.3f}s "
+                f"(medians of {len(inner)}); full image's code-only rebuild {median:.1f}s in this run: "
+                f"{median / whole:.0f}x (whole command), {median / inner_s:.0f}x (inner call)"
+            )
+            print(
+                f"target: dependency-only code-only rebuild < {DEPS_TARGET_S:.0f} s (whole command): "
+                f"{deps_verdict}"
+            )
+            if deps_verdict == "FAIL":
+                checks.append("FAIL: dependency-only code-only rebuild over the target")
+            deps = {
+                "runs": [asdict(r) for r in deps_runs],
+                "code_only_whole_s": whole,
+                "code_only_inner_s": inner_s,
+                "inner_s": inner,
+                "target_s": DEPS_TARGET_S,
+                "verdict": deps_verdict,
+            }
         print(f"load average at the end: {os.getloadavg()[0]:.2f} (other processes make the numbers noisy)")
         if args.json:
             args.json.write_text(
@@ -327,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                         "target": TARGET_RATIO,
                         "verdict": verdict,
                         "checks": checks,
+                        "dependency_only": deps,
                     },
                     indent=2,
                 )
@@ -335,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if args.check and failed else 0
     finally:
         if not args.keep:
+            clear_bench_images(client, f"{repo}-deps", BENCH_LABEL, BENCH_BASE_REPO)
             clear_bench_images(client, repo, BENCH_LABEL, BENCH_BASE_REPO)
         client.close()
 
