@@ -289,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no base image: pass --base or set HATCH_FLYTE_TEST_BASE_IMAGE (.ci/docker-env.sh)")
     docker_host = setting("DOCKER_HOST")
     env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # As installed: modules come with their bytecode (the first build writes it, under the work
+    # directory), not compiled again by every command as with PYTHONDONTWRITEBYTECODE.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(args.workdir.resolve() / "pycache")
     if docker_host:
         env["DOCKER_HOST"] = docker_host
         os.environ["DOCKER_HOST"] = docker_host  # for the in-process wheelhouse warm-up
