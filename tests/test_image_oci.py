@@ -432,6 +432,17 @@ def test_registry_base_build_load_run_push(
     for tag in (pushed.content_tag, "0.3.0"):
         assert manifest_digest(registry, f"{repo_prefix}/weather-pipeline", tag) == result.digest
 
+    # pushed again: the registry has this manifest under every tag already, so nothing is sent
+    from hatch_flyte.image.oci.registry import Registry as Reg
+
+    sent: list[str] = []
+    monkeypatch.setattr(Reg, "put_manifest", lambda self, *a, **k: sent.append(a[1]) or "")
+    monkeypatch.setattr(Reg, "upload_blob", lambda self, *a, **k: sent.append(a[1]))
+    again = build(
+        project, wheel, out, monkeypatch, base=registry_base, registry=f"{registry}/{repo_prefix}", push=True
+    )
+    assert again.digest == result.digest and again.pushed and sent == []
+
 
 @pytest.mark.docker
 def test_interrupted_push_completes_on_retry(
