@@ -1077,7 +1077,8 @@ def test_dockerfile_base_with_hatch_flyte_layers_on_top(
     no_leftover_containers: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from hatch_flyte.image import ProjectMetadata, docker_backend, plan_docker_image
+    from hatch_flyte.image import ProjectMetadata, plan_for
+    from hatch_flyte.image.docker.backend import DockerBackend
     from hatch_flyte.project import load_project
 
     for key, value in tool_env(engine).items():
@@ -1116,15 +1117,15 @@ def test_dockerfile_base_with_hatch_flyte_layers_on_top(
         config = project_model.config.image
         wheel = next((project / "dist").glob("*.whl"))
         meta = ProjectMetadata.from_wheel(wheel)
-        client = docker_backend.connect()
-        same = plan_docker_image(client, project_model, wheel, config, meta)
+        backend = DockerBackend()
+        same = plan_for(backend, project_model, wheel, config, meta)
         assert (same.base, same.content_tag()) == (image["base"], image["ref"].rpartition(":")[2])
         (project / "docker" / "marker.txt").write_text("two\n")
-        changed = plan_docker_image(client, project_model, wheel, config, meta)
+        changed = plan_for(backend, project_model, wheel, config, meta)
         bases.add(changed.base)
         assert changed.base != image["base"] and changed.base_id != base_id
         assert changed.content_tag() != same.content_tag()
-        client.close()
+        backend.close()
     finally:
         # Everything built on the bases (the project's image, its dependency image and install
         # stage), children first, then the bases with their intermediate steps.
