@@ -96,3 +96,41 @@ def test_default_base_matches_the_projects_python(
     from hatch_flyte.image import default_base
 
     assert default_base(requires_python, building) == expected
+
+
+def test_dependency_only_plan_hashes_only_what_is_in_the_image(tmp_path: Path) -> None:
+    """``include-project = false``: the content tag follows the dependencies, base and platform, not
+    the code or the version; the wheel's metadata and the static ``[project]`` table plan the same."""
+    from hatch_flyte.image import BaseInfo, ProjectMetadata, plan_image
+
+    root = tmp_path / "weather_pipeline"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("dist", "__pycache__", "*.egg-info"))
+    base = BaseInfo("base:1", "sha256:" + "1" * 64, None, "/usr/bin/python3", (3, 11), "linux/amd64")
+
+    def plans(include_project: bool) -> list[str]:
+        tags = []
+        for n, version in enumerate(("0.3.0", "0.3.0", "0.4.0")):
+            pyproject = root / "pyproject.toml"
+            pyproject.write_text(pyproject.read_text().replace('version = "0.3.0"', f'version = "{version}"'))
+            (root / "src" / "weather_pipeline" / "tasks.py").write_text(f"# code change {n}\n")
+            wheel = build_wheel(root, tmp_path / f"dist-{include_project}-{n}", isolation=False)
+            project = load_project(root)
+            config = replace(project.config.image, include_project=include_project)
+            plan = plan_image(project, wheel, config, base)
+            assert plan.contents == ("full" if include_project else "dependencies")
+            tags.append(plan.content_tag())
+            if not include_project:
+                static = ProjectMetadata.from_pyproject(project)
+                assert plan_image(project, None, config, base, metadata=static).content_tag() == tags[-1]
+                assert not {"version", "revision", "description"} & {
+                    k.rpartition(".")[2] for k in plan.labels
+                }
+            pyproject.write_text(pyproject.read_text().replace(f'version = "{version}"', 'version = "0.3.0"'))
+        return tags
+
+    assert len(set(plans(include_project=False))) == 1
+    assert len(set(plans(include_project=True))) == 3
+    other_base = replace(base, id="sha256:" + "2" * 64)
+    project = load_project(root)
+    config = replace(project.config.image, include_project=False)
+    assert plan_image(project, None, config, other_base).content_tag() != plans(include_project=False)[0]
