@@ -210,7 +210,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
         _out(f"bundle    none ({NO_BUNDLE})")
     if result.image is not None:
         pushed = f", pushed as {result.image.digest}" if result.image.pushed else ""
-        _out(f"image     {result.image.ref} ({result.image.id[:19]}{pushed})")
+        holds = (
+            ", dependencies only: run it with the bundle" if result.image.contents == "dependencies" else ""
+        )
+        _out(f"image     {result.image.ref} ({result.image.id[:19]}{pushed}{holds})")
     _out(f"manifest  {result.manifest}")
     return 0
 

@@ -191,7 +191,10 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                 )
             seconds = time.perf_counter() - started
             pushed = f", pushed {image.digest}" if image.pushed else ""
-            self.app.display_info(f"flyte: image {image.ref} ({image.id[:19]}{pushed}) in {seconds:.1f}s")
+            holds = ", dependencies only" if image.contents == "dependencies" else ""
+            self.app.display_info(
+                f"flyte: image {image.ref} ({image.id[:19]}{pushed}{holds}) in {seconds:.1f}s"
+            )
             state["image"] = image.to_json()
             self._record(directory, "image-archive", Path(image.archive) if image.archive else None)
             return image.ref
