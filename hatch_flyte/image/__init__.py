@@ -115,7 +115,7 @@ def build_image(
         content_tag = plan.content_tag()
         tags = image_tags(project, config, content_tag, meta.version)
         ref = f"{repo}:{tags[0]}"
-        log.info("image %s (%s) from %s %s", ref, plan.platform, plan.base, backend.how)
+        log.info("building image %s (%s) from %s %s", ref, plan.platform, plan.base, backend.how)
         built = backend.build(plan, repo, tags, push=do_push)
     return ImageResult(
         ref=ref,
