@@ -1148,3 +1148,11 @@ def test_dockerfile_failing_step_names_the_file(
     message = _failed(proc, project)
     assert "docker/Dockerfile" in message and "broken-on-purpose" in message, message
     assert "returned a non-zero code: 3" in message, message
+
+    # A Dockerfile that is not there: named with its key, before the engine is asked to build.
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('dockerfile = "docker/Dockerfile"', 'dockerfile = "Dockerfile"')
+    )
+    missing = _failed(hatch_flyte_build(engine, project, ok=False), project)
+    assert "`tool.flyte.image.dockerfile` = 'Dockerfile'" in missing and "is not a file" in missing, missing
