@@ -149,6 +149,12 @@ def parse_config(data: Mapping[str, Any], pyproject: Path) -> FlyteConfig:
         )
     if "image" in sub_tables:
         _check_image(checker, sub_tables["image"], raw.get("image", {}))
+        if sub_tables["image"].get("include_project") is False and bundle.get("copy_style") == "none":
+            checker.problems.append(
+                '`tool.flyte.image.include-project` = false with `tool.flyte.bundle.copy-style` = "none": '
+                "the image holds no code and no bundle is made to bring it, so no task could run; include "
+                'the project in the image, or choose copy-style "all" or "loaded-modules"'
+            )
     if checker.problems:
         raise ConfigError(str(pyproject), checker.problems)
     cfg.pop("bundle", None)

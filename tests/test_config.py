@@ -564,9 +564,11 @@ def test_image_dependency_only_and_dockerfile_keys(tmp_path: Path) -> None:
          ["build argument name"]),
         ('include-project = "no"', "tool.flyte.image.include-project", ["true or false"]),
         ('dockerfile = ""', "tool.flyte.image.dockerfile", ["non-empty path"]),
+        ('include-project = false\n[tool.flyte.bundle]\ncopy-style = "none"',
+         "tool.flyte.image.include-project", ["`tool.flyte.bundle.copy-style`", "no task could run"]),
     ],
     ids=["with-base", "with-oci", "context-alone", "build-args-alone", "source-without-project",
-         "bad-build-args", "include-project-type", "empty-dockerfile"],
+         "bad-build-args", "include-project-type", "empty-dockerfile", "no-code-anywhere"],
 )  # fmt: skip
 def test_image_key_combinations(tmp_path: Path, body: str, key: str, words: list[str]) -> None:
     problems = problems_of(tmp_path, f"[tool.flyte.image]\n{body}\n")
