@@ -96,6 +96,8 @@ class FlyteConfig:
     discovery: Discovery = "static"
     python: str | None = None
     discovery_timeout: float = 300.0
+    #: Unresolved environments (and files that look like secrets) are errors, not warnings.
+    strict: bool = False
     bundle: BundleConfig = field(default_factory=BundleConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     #: False when pyproject.toml has no ``[tool.flyte]`` table (all defaults).
@@ -300,6 +302,7 @@ _TOP_KEYS: dict[str, tuple[str, Validator]] = {
     "discovery": ("discovery", _enum(DISCOVERIES)),
     "python": ("python", _Checker.string),
     "discovery-timeout": ("discovery_timeout", _Checker.positive_number),
+    "strict": ("strict", _Checker.boolean),
     "bundle": ("bundle", _table_marker),
     "image": ("image", _table_marker),
 }

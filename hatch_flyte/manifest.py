@@ -70,6 +70,7 @@ def make_manifest(
         root_dir = project.root_dir.as_posix()
     environments: list[Any] = []
     unresolved: list[Any] = []
+    dependencies: list[Any] = []
     method = None
     if discovery is not None:
         environments = sorted(
@@ -77,6 +78,7 @@ def make_manifest(
             key=lambda e: (e["name"] or "", e["module"], e["attribute"]),
         )
         unresolved = [u.to_json() for u in discovery.unresolved]
+        dependencies = [d.to_json() for d in discovery.dependencies]
         method = discovery.method
     return {
         "schema_version": SCHEMA_VERSION,
@@ -86,6 +88,7 @@ def make_manifest(
         "root_dir": root_dir or ".",
         "discovery": method,
         "environments": environments,
+        "dependency_environments": dependencies,
         "unresolved": unresolved,
         "bundle": bundle_entry(bundle) if bundle is not None else None,
         "wheel": {"name": wheel.name, "sha256": sha256_file(wheel)} if wheel is not None else None,

@@ -7,35 +7,80 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hatch_flyte.bundle import Bundle, BundleOptions, build
 from hatch_flyte.discovery import DiscoveryResult, discover, loaded_module_files
-from hatch_flyte.errors import BundleError
+from hatch_flyte.errors import BundleError, DiscoveryError, HatchFlyteError, ImageError
 from hatch_flyte.manifest import make_manifest
-from hatch_flyte.project import Project
+from hatch_flyte.project import Project, WorkspaceRootError, load_project
 
 if TYPE_CHECKING:
     from hatch_flyte.image import ImageResult
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hatch_flyte")
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """What a project holds: its import package and its Flyte environments."""
+    """What a project holds: its import package (``None``: top-level modules) and its environments."""
 
-    package: str
+    package: str | None
     discovery: DiscoveryResult
 
 
-def analyse(project: Project) -> Analysis:
-    """Find the package and discover the environments (static by default: imports nothing)."""
-    package = project.find_package()
-    return Analysis(package=package.name, discovery=discover(project))
+def analyse(project: Project, *, strict: bool = False) -> Analysis:
+    """Find the package and discover the environments (static by default: imports nothing).
+
+    What discovery could not settle, and finding no environment at all, are logged as warnings
+    (every frontend shows them); with ``strict`` (or ``strict = true`` in ``[tool.flyte]``)
+    unresolved environments are an error instead.
+    """
+    try:
+        package = project.find_package()
+    except WorkspaceRootError as e:
+        raise WorkspaceRootError(project, e.members, _environment_counts(e.members)) from None
+    analysis = Analysis(package=package.name if package else None, discovery=discover(project))
+    report(project, analysis, strict=strict or project.config.strict)
+    return analysis
+
+
+def _environment_counts(members: Iterable[Path]) -> dict[Path, int]:
+    counts = {}
+    for member in members:
+        try:
+            counts[member] = len(discover(load_project(member)).environments)
+        except HatchFlyteError:
+            continue  # the member's own build reports its problems
+    return counts
+
+
+def report(project: Project, analysis: Analysis, *, strict: bool, warn_empty: bool = True) -> None:
+    """Warn about every unresolved item and (with ``warn_empty``) about finding no environment;
+    raise when ``strict``."""
+    found = analysis.discovery
+    if strict and found.unresolved:
+        where = "--strict" if not project.config.strict else f"`strict = true` in {project.pyproject}"
+        raise DiscoveryError(
+            f"{len(found.unresolved)} item(s) that discovery could not resolve, an error with {where}:\n"
+            + "\n".join(f"  - {u}" for u in found.unresolved)
+            + "\nFix each one (the reason says how), or build without strict to leave them out with a warning"
+        )
+    for item in found.unresolved:
+        log.warning("unresolved %s (left out of the entry points)", item)
+    if warn_empty and not found.environments:
+        what = f"the package {analysis.package}" if analysis.package else "its modules"
+        log.warning(
+            "no Flyte environments found: %s discovery looked at %s under the bundle root %s (files that "
+            "the bundle's ignore rules leave out are not read); define a module-level "
+            "flyte.TaskEnvironment there, or set `root-dir`/`environments` under [tool.flyte]",
+            found.method,
+            what,
+            project.root_dir,
+        )
 
 
 def entry_points(discovery: DiscoveryResult) -> dict[str, str]:
@@ -152,6 +197,13 @@ def manifest_for(
 TARGETS = ("wheel", "bundle", "image")
 
 
+def has_build_backend(project: Project) -> bool:
+    """Whether pyproject.toml names a build backend (else PEP 517 frontends fall back to setuptools'
+    legacy backend, which has nothing to package in a script project)."""
+    system = project.data.get("build-system")
+    return isinstance(system, Mapping) and isinstance(system.get("build-backend"), str)
+
+
 @dataclass(frozen=True)
 class BuildResult:
     """What :func:`build_artifacts` wrote."""
@@ -166,33 +218,51 @@ class BuildResult:
 def build_artifacts(
     project: Project,
     outdir: Path,
-    targets: Iterable[str] = ("wheel", "bundle"),
+    targets: Iterable[str] | None = None,
     *,
     isolation: bool = True,
     options: BundleOptions | None = None,
+    strict: bool = False,
 ) -> BuildResult:
     """The whole job for a project on any PEP 517 backend: wheel, bundle, then the manifest.
 
-    The wheel comes first: when the backend fails nothing is written. The manifest is written
-    last and lists only artifacts that exist.
+    ``targets`` defaults to the wheel and the bundle, or the bundle alone for a project without a
+    ``[build-system]`` (a script project: no backend makes a wheel of it). The wheel comes first:
+    when the backend fails nothing is written. The manifest is written last and lists only
+    artifacts that exist.
     """
     from hatch_flyte.atomic import ensure_directory
     from hatch_flyte.errors import BuildError
     from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
     from hatch_flyte.wheel import build_wheel
 
-    wanted = list(dict.fromkeys(targets))
-    unknown = [t for t in wanted if t not in TARGETS]
-    if unknown or not wanted:
-        raise BuildError(
-            f"unknown build target(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TARGETS)}"
-        )
     if project.pyproject is None:
         raise BuildError(
             f"{project.directory} has no pyproject.toml; `build` needs a project "
             "(use `hatch-flyte bundle` for a plain directory)"
         )
-    analysis = analyse(project)
+    backend = has_build_backend(project)
+    if targets is None:
+        wanted = ["wheel", "bundle"] if backend else ["bundle"]
+        if not backend:
+            log.info(
+                "%s has no [build-system] table, so no wheel: building the bundle only", project.pyproject
+            )
+    else:
+        wanted = list(dict.fromkeys(targets))
+    unknown = [t for t in wanted if t not in TARGETS]
+    if unknown or not wanted:
+        raise BuildError(
+            f"unknown build target(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TARGETS)}"
+        )
+    if not backend and ("wheel" in wanted or "image" in wanted):
+        raise BuildError(
+            f"{project.pyproject} has no [build-system] table, so no backend can make the wheel "
+            f"{'the image is built from' if 'image' in wanted else 'asked for'}; add one "
+            '(e.g. [build-system] requires = ["hatchling"], build-backend = "hatchling.build") or build '
+            "`-t bundle`"
+        )
+    analysis = analyse(project, strict=strict)
     outdir = ensure_directory(outdir)
     options = options or BundleOptions.for_project(project)
     resolved: BundleOptions | None = None
@@ -238,14 +308,32 @@ def build_artifacts(
         if "image" in wanted:
             from hatch_flyte.image import build_image
 
-            image = build_image(
-                project, wheel, metadata=metadata, source_files=source_files(project, resolved),
-                output_dir=outdir,
-            )  # fmt: skip
+            try:
+                image = build_image(
+                    project, wheel, metadata=metadata, source_files=source_files(project, resolved),
+                    output_dir=outdir,
+                )  # fmt: skip
+            except HatchFlyteError as e:
+                written = [p for p in (listed_wheel, bundle.path if bundle else None) if p is not None]
+                raise image_failed(e, written, path) from None
             if image.archive:
                 artifacts.append(artifact_entry(Path(image.archive), "image-archive"))
             path = manifest(image)
     return BuildResult(analysis=analysis, manifest=path, wheel=listed_wheel, bundle=bundle, image=image)
+
+
+def image_failed(error: HatchFlyteError, written: Sequence[Path], manifest: Path | None) -> ImageError:
+    """The image's error, saying exactly what the same build did write (never more)."""
+    wheel = any(p.suffix == ".whl" for p in written)
+    bundle = any(p.suffix != ".whl" for p in written)
+    if wheel or bundle:
+        what = "the wheel and the bundle" if wheel and bundle else "the wheel" if wheel else "the bundle"
+        verb = "are" if wheel and bundle else "is"
+        done = f"{what} of this build {verb} written all the same in {written[0].parent}"
+    else:
+        done = "no wheel or bundle was asked for, so none was written"
+    tail = "; the manifest lists no image" if manifest is not None else ""
+    return ImageError(f"{error}\n{done}{tail}")
 
 
 def source_files(project: Project, options: BundleOptions | None) -> list[tuple[str, str]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -35,3 +38,17 @@ def render_tree(root: Path | str, arcnames: Iterable[str]) -> str:
 
     walk(tree, "")
     return "\n".join(lines)
+
+
+#: Progress of slow steps (image builds): shown at the default verbosity by the CLI and hatch,
+#: one line per finished step with its time, the way ``docker build`` reports steps.
+progress = logging.getLogger("hatch_flyte.progress")
+
+
+@contextlib.contextmanager
+def step(what: str) -> Iterator[None]:
+    """Log ``what (1.2s)`` on :data:`progress` when the step finishes (nothing when it fails: the
+    error says what happened)."""
+    started = time.perf_counter()
+    yield
+    progress.info("%s (%.1fs)", what, time.perf_counter() - started)

@@ -1,8 +1,11 @@
-"""Docker fixtures only (see tests/docker_env.py for how to write a Docker test)."""
+"""Session fixtures: the Docker ones (see tests/docker_env.py for how to write a Docker test) and a
+wheel of this checkout for the tests that run real frontends."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -57,3 +60,17 @@ def registry() -> str:
 def auth_registry() -> AuthRegistry:
     """The loopback registry with htpasswd auth, with working credentials."""
     return find_auth_registry()
+
+
+@pytest.fixture(scope="session")
+def plugin_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of this checkout, built once, that temp projects require by ``file://`` URI."""
+    from frontend_helpers import REPO, _run
+
+    out = tmp_path_factory.mktemp("plugin")
+    _run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(REPO)],
+        cwd=REPO,
+    )
+    (wheel,) = out.glob("hatch_flyte-*.whl")
+    return wheel

@@ -245,3 +245,77 @@ def tar_member_names(tar: bytes) -> list[str]:
     """Member names of an uncompressed tar, in archive order."""
     with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as tf:
         return [m.name for m in tf.getmembers()]
+
+
+# --- the registry of loaded environments ---------------------------------------------------------
+
+_ENVIRONMENTS_SCRIPT = r"""
+import json
+import pathlib
+import sys
+
+root = pathlib.Path(sys.argv[1]).resolve()
+sys.path.insert(0, str(root))
+sys.path.extend(sys.argv[3:])  # local path dependencies, as an installed copy would provide them
+
+from flyte._environment import list_loaded_environments
+from flyte._utils.module_loader import load_python_modules
+
+loaded, failed = load_python_modules(root, root, recursive=True)
+envs = []
+for env in list_loaded_environments():
+    declared = env._declaring_file
+    bindings = sorted(
+        f"{name}:{attr}"
+        for name, module in list(sys.modules.items())
+        if module is not None and getattr(module, "__file__", None) == declared
+        for attr, value in vars(module).items()
+        if value is env
+    )
+    envs.append(
+        {
+            "name": env.name,
+            "depends_on": sorted(d.name for d in env.depends_on),
+            "bindings": bindings,
+            "file": declared,
+        }
+    )
+failures = [[str(p), e] for p, e in failed]
+pathlib.Path(sys.argv[2]).write_text(json.dumps({"environments": envs, "failed": failures}))
+"""
+
+
+@dataclass(frozen=True)
+class LoadedEnvironment:
+    """One entry of flyte's registry after importing every module under a root."""
+
+    name: str
+    #: ``module:attribute`` names bound to it in the module that declares it.
+    bindings: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    file: str
+
+
+def flyte_environments(root: Path, workdir: Path, paths: Sequence[Path] = ()) -> list[LoadedEnvironment]:
+    """What ``flyte deploy --recursive --root-dir ROOT ROOT`` loads: flyte 2.12.1's own module loader
+    imports every module under ``root`` (``paths`` on ``sys.path`` too), then its registry of loaded
+    environments is read. Raises when a module fails to load."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / "environments.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", _ENVIRONMENTS_SCRIPT, str(root), str(out), *map(str, paths)],
+        cwd=workdir,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"flyte's loader failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    data = json.loads(out.read_text())
+    if data["failed"]:
+        raise RuntimeError(f"flyte could not load {data['failed']}")
+    return [
+        LoadedEnvironment(e["name"], tuple(e["bindings"]), tuple(e["depends_on"]), e["file"])
+        for e in data["environments"]
+    ]

@@ -328,3 +328,124 @@ def test_bundle_fault_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert out == ""
     assert err.startswith(f"error: {plain / 'pipe'} is a named pipe, which a bundle cannot hold")
     assert not (plain / "dist").exists()  # a failed build creates nothing
+
+
+# --- nothing dropped in silence ------------------------------------------------------------------
+
+DYNAMIC = {
+    "src/foo/__init__.py": "",
+    "src/foo/jobs.py": (
+        "import os\n\nimport flyte\n\n"
+        'static_env = flyte.TaskEnvironment(name="static_env")\n'
+        'regional = flyte.TaskEnvironment(name=os.environ.get("REGION", "eu"))\n'
+    ),
+}
+
+
+def test_unresolved_is_a_warning_and_strict_makes_it_an_error(tmp_path: Path) -> None:
+    proj = project(tmp_path / "proj", files=DYNAMIC)
+    proc = run_script("inspect", str(proj), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: unresolved foo/jobs.py:6: " in proc.stderr
+    for args, where in (
+        (["inspect", str(proj), "--strict"], "--strict"),
+        (["bundle", str(proj), "--strict"], "--strict"),
+    ):
+        proc = run_script(*args, cwd=tmp_path)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert (
+            f"1 item(s) that discovery could not resolve, an error with {where}:\n  - foo/jobs.py:6: "
+            in proc.stderr
+        )
+    (proj / "pyproject.toml").write_text(
+        '[project]\nname = "foo"\nversion = "0.1"\n[tool.flyte]\nstrict = true\n'
+    )
+    proc = run_script("inspect", str(proj), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"an error with `strict = true` in {proj / 'pyproject.toml'}" in proc.stderr
+    assert not (proj / "dist").exists()
+
+
+def test_no_environments_warns_where_it_looked(tmp_path: Path) -> None:
+    proj = project(tmp_path / "proj")
+    proc = run_script("inspect", str(proj), cwd=tmp_path)
+    assert proc.returncode == 0
+    assert (
+        "warning: no Flyte environments found: static discovery looked at the package foo under the bundle "
+        f"root {proj / 'src'}"
+    ) in proc.stderr
+
+
+def test_hint_when_hatch_flyte_is_required_but_not_enabled(tmp_path: Path) -> None:
+    proj = project(tmp_path / "proj", files=DYNAMIC)
+    text = (proj / "pyproject.toml").read_text()
+    system = (
+        '[build-system]\nrequires = ["hatchling", "hatch-flyte>=0.1"]\nbuild-backend = "hatchling.build"\n'
+    )
+    (proj / "pyproject.toml").write_text(system + text)
+    hint = "lists hatch-flyte in build-system.requires but enables neither its build hook nor its target"
+    proc = run_script("inspect", str(proj), cwd=tmp_path)
+    assert proc.stderr.count(hint) == 1
+    (proj / "pyproject.toml").write_text(system + text + "\n[tool.hatch.build.targets.wheel.hooks.flyte]\n")
+    assert hint not in run_script("inspect", str(proj), cwd=tmp_path).stderr
+
+
+def test_inspect_into_a_closed_pipe(tmp_path: Path) -> None:
+    # More output than a pipe buffers (64 KiB), so that writing really meets the closed pipe.
+    files = {"src/foo/__init__.py": ""} | {f"src/foo/data/{'x' * 60}{i}.txt": "" for i in range(2000)}
+    proj = project(tmp_path / "proj", files=files)
+    proc = subprocess.run(
+        f"{SCRIPT} inspect {proj} | head -1",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stdout.startswith("project")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("target", ["wheels", "wheel,imag", ","])
+def test_build_unknown_target_is_a_usage_error(tmp_path: Path, target: str) -> None:
+    proj = project(tmp_path / "proj")
+    proc = run_script("build", str(proj), "-t", target, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "choose from wheel, bundle, image" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (proj / "dist").exists()
+
+
+def test_build_takes_the_bundle_options(tmp_path: Path) -> None:
+    # A script project (no [build-system]): the bundle alone; --root-dir, --show-files, --no-cache.
+    proj = tmp_path / "proj"
+    write(proj / "pyproject.toml", '[project]\nname = "s"\nversion = "1"\n')
+    write(proj / "code" / "main.py", 'import flyte\n\nenv = flyte.TaskEnvironment(name="s")\n')
+    write(proj / "code" / "data.txt", "x\n")
+    proc = run_script(
+        "build", str(proj), "--root-dir", str(proj / "code"), "--show-files", "--no-cache", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{proj / 'code'}/\n├── data.txt\n└── main.py" in proc.stdout
+    assert "package - (top-level modules); environments: s" in proc.stdout
+    manifest = json.loads((proj / "dist" / "flyte-manifest.json").read_text())
+    assert manifest["root_dir"] == "code" and manifest["wheel"] is None and manifest["package"] is None
+    assert [e["module"] for e in manifest["environments"]] == ["main"]
+    # -t wheel on a project without a backend says how to get one.
+    proc = run_script("build", str(proj), "-t", "wheel", cwd=tmp_path)
+    assert (
+        proc.returncode == 1 and "has no [build-system] table" in proc.stderr and "-t bundle" in proc.stderr
+    )
+    # --strict applies to the secrets guard and discovery alike.
+    write(proj / "code" / "sub" / ".env", "TOKEN=1\n")
+    proc = run_script("build", str(proj), "--root-dir", str(proj / "code"), "--strict", cwd=tmp_path)
+    assert proc.returncode == 1 and "look like secrets" in proc.stderr
+
+
+def test_root_dir_that_does_not_match_the_layout_is_an_error(tmp_path: Path) -> None:
+    proj = project(tmp_path / "proj", flyte='[tool.flyte]\nroot-dir = "."\n', files=DYNAMIC)
+    proc = run_script("inspect", str(proj), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert (
+        "does not match the layout" in proc.stderr
+        and 'set `root-dir = "src"` under [tool.flyte]' in proc.stderr
+    )

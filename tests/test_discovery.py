@@ -641,3 +641,49 @@ def test_value_objects_are_plain_data() -> None:
     assert Unresolved.from_json(problem.to_json()) == problem
     assert str(problem) == "pkg/mod.py:4: why"
     assert os.fspath(Path(env.file)) == "pkg/mod.py"
+
+
+# --- workspaces: sub-projects and local path dependencies ---------------------------------------
+
+
+def test_dependency_environments_of_a_workspace_member(tmp_path: Path) -> None:
+    """An environment of a workspace member the project depends on is a dependency of that
+    distribution (both methods), never unresolved; a sub-project under the root is not the
+    project's code."""
+    (tmp_path / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["libs/*", "app"]\n')
+    lib = tmp_path / "libs" / "base_lib"
+    (lib / "src" / "base_lib").mkdir(parents=True)
+    (lib / "pyproject.toml").write_text('[project]\nname = "Base.Lib"\nversion = "1"\n')
+    (lib / "src" / "base_lib" / "__init__.py").write_text("")
+    (lib / "src" / "base_lib" / "envs.py").write_text(
+        'import flyte\n\nroot_env = flyte.TaskEnvironment(name="root_env")\n'
+        'lib_env = flyte.TaskEnvironment(name="lib_env", depends_on=[root_env])\n'
+        'unused = flyte.TaskEnvironment(name="unused")\n'
+    )
+    app = tmp_path / "app"
+    (app / "pyproject.toml").parent.mkdir()
+    (app / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "1"\ndependencies = ["base-lib>=1"]\n\n'
+        "[tool.uv.sources]\nbase-lib = { workspace = true }\n"
+    )
+    (app / "app").mkdir()
+    (app / "app" / "__init__.py").write_text("")
+    (app / "app" / "main.py").write_text(
+        "import flyte\nfrom base_lib.envs import lib_env\n\n"
+        'env = flyte.TaskEnvironment(name="app_env", depends_on=[lib_env])\n'
+    )
+    # A sub-project inside the app's root: its own build, not the app's modules.
+    (app / "tools" / "gen").mkdir(parents=True)
+    (app / "tools" / "gen" / "pyproject.toml").write_text('[project]\nname = "gen"\nversion = "1"\n')
+    (app / "tools" / "gen" / "gen.py").write_text('import flyte\n\ng = flyte.TaskEnvironment(name="gen")\n')
+    project = load_project(app)
+    assert [d.name for d in project.local_dependencies()] == ["base-lib"]
+    for result in both(project):
+        assert [(e.name, e.ref, e.depends_on) for e in result.environments] == [
+            ("app_env", "app.main:env", ("lib_env",))
+        ], result.method
+        assert result.unresolved == (), result.method
+        assert [(d.name, d.module, d.attribute, d.distribution) for d in result.dependencies] == [
+            ("lib_env", "base_lib.envs", "lib_env", "base-lib"),
+            ("root_env", "base_lib.envs", "root_env", "base-lib"),
+        ], result.method

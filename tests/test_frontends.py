@@ -7,7 +7,6 @@ by ``file://`` URI, and the frontends build in isolation exactly as they would f
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,71 +16,9 @@ from pathlib import Path
 
 import pytest
 from flyte_names import flyte_bundle_name
+from frontend_helpers import BIN, _run, copy_project, wheel_flyte_metadata
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "example_projects"
-BIN = Path(sys.executable).parent
-EPOCH = "1700000000"
-
-
-def _run(
-    cmd: list[str], cwd: Path, env: dict[str, str] | None = None, ok: bool = True
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1", **(env or {})}
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
-    if ok and proc.returncode != 0:
-        raise AssertionError(
-            f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc
-
-
-@pytest.fixture(scope="session")
-def plugin_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("plugin")
-    _run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(REPO)],
-        cwd=REPO,
-    )
-    (wheel,) = out.glob("hatch_flyte-*.whl")
-    return wheel
-
-
-def copy_project(name: str, dest: Path, plugin_wheel: Path) -> Path:
-    """A copy of an example project whose build requirements use this checkout's plugin wheel."""
-    target = dest / name
-    shutil.copytree(
-        EXAMPLES / name, target, ignore=shutil.ignore_patterns("dist", "build", "*.egg-info", "__pycache__")
-    )
-    pyproject = target / "pyproject.toml"
-    text = pyproject.read_text()
-    text = re.sub(r'"hatch-flyte"', f'"hatch-flyte @ {plugin_wheel.as_uri()}"', text)
-    pyproject.write_text(text)
-    return target
-
-
-def wheel_flyte_metadata(wheel: Path) -> tuple[dict[str, str], dict | None]:
-    """The wheel's ``flyte.environments`` entry points and its manifest (or None)."""
-    with zipfile.ZipFile(wheel) as zf:
-        names = zf.namelist()
-        eps_name = next((n for n in names if n.endswith(".dist-info/entry_points.txt")), None)
-        group: dict[str, str] = {}
-        if eps_name:
-            current = None
-            for line in zf.read(eps_name).decode().splitlines():
-                line = line.strip()
-                if line.startswith("["):
-                    current = line[1:-1]
-                elif line and current == "flyte.environments":
-                    key, _, value = line.partition("=")
-                    group[key.strip()] = value.strip()
-        manifest_name = next(
-            (n for n in names if n.endswith(".dist-info/extra_metadata/flyte-manifest.json")), None
-        )
-        manifest = json.loads(zf.read(manifest_name)) if manifest_name else None
-    return group, manifest
 
 
 WEATHER_EPS = {"weather": "weather_pipeline.tasks:env"}
@@ -283,6 +220,8 @@ def test_hatch_build_image_without_engine_keeps_wheel_and_bundle(tmp_path: Path,
     )
     assert proc.returncode != 0
     assert f"no Docker engine answered at {nowhere}" in proc.stdout + proc.stderr
+    assert "the wheel and the bundle of this build are written all the same" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
     dist = project / "dist"
     manifest = json.loads((dist / "flyte-manifest.json").read_text())
     assert manifest["image"] is None
@@ -488,3 +427,89 @@ def test_hatch_build_copy_style_loaded_modules(tmp_path: Path, plugin_wheel: Pat
     assert bundle.name == expected.name
     manifest = json.loads((project / "dist" / "flyte-manifest.json").read_text())
     assert manifest["bundle"]["name"] == expected.name and manifest["bundle"]["files"] == 3
+
+
+# --- nothing dropped in silence ------------------------------------------------------------------------
+
+#: Build isolation is tested above; these tests are about what the hook says, so they skip the
+#: isolated environment's installs (this checkout, editable, is the plugin).
+PIP_WHEEL = [str(BIN / "pip"), "wheel", "--no-deps", "--no-build-isolation"]
+UNRESOLVED = "unresolved dynamic_envs/jobs.py:8: the name of this TaskEnvironment"
+
+
+@pytest.mark.parametrize("frontend", ["pip", "build", "uv", "hatch-flyte", "setuptools"])
+def test_every_frontend_reports_unresolved_environments(
+    tmp_path: Path, plugin_wheel: Path, frontend: str
+) -> None:
+    """Under PEP 517 frontends the hook's warnings reach stderr (pip shows a backend's output only
+    with -v when the build succeeds: pip's choice)."""
+    out = tmp_path / "out"
+    if frontend == "setuptools":
+        project = copy_project("setuptools_etl", tmp_path, plugin_wheel)
+        jobs = project / "src" / "etl_jobs" / "dynamic.py"
+        jobs.write_text('import os\nimport flyte\n\nx = flyte.TaskEnvironment(name=os.environ["N"])\n')
+        pip = [str(BIN / "pip"), "wheel", "--no-deps", "-v", "-w", str(out), str(project)]
+        proc = _run(pip, cwd=tmp_path)  # isolated: setuptools' wheel support is not installed here
+        assert (
+            "hatch-flyte: warning: unresolved etl_jobs/dynamic.py:4: the name of this TaskEnvironment"
+            in proc.stdout + proc.stderr
+        )
+        return
+    project = copy_project("dynamic_envs", tmp_path, plugin_wheel)
+    cmd = {
+        "pip": [*PIP_WHEEL, "-v", "-w", str(out), str(project)],
+        "build": [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(project)],
+        "uv": [str(BIN / "uv"), "build", "--wheel", "--out-dir", str(out), str(project)],
+        "hatch-flyte": [str(BIN / "hatch-flyte"), "build", str(project), "-o", str(out)],
+    }[frontend]
+    proc = _run(cmd, cwd=tmp_path)
+    assert UNRESOLVED in proc.stdout + proc.stderr
+    (wheel,) = out.glob("*.whl")
+    eps, manifest = wheel_flyte_metadata(wheel)
+    assert eps == {"static_jobs": "dynamic_envs.jobs:static_env"}
+    assert manifest is not None and [u["line"] for u in manifest["unresolved"]] == [8]
+
+
+def test_strict_fails_the_build_under_pep_517(tmp_path: Path, plugin_wheel: Path) -> None:
+    project = copy_project("dynamic_envs", tmp_path, plugin_wheel)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.flyte]\n", "[tool.flyte]\nstrict = true\n"))
+    out = tmp_path / "out"
+    proc = _run([*PIP_WHEEL, "-w", str(out), str(project)], cwd=tmp_path, ok=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "flyte: error: 1 item(s) that discovery could not resolve, an error with `strict = true`" in output
+    assert "Traceback" not in output
+    assert not list(out.glob("*.whl"))
+
+
+def test_image_alone_that_fails_claims_nothing_else(tmp_path: Path, plugin_wheel: Path) -> None:
+    project = copy_project("weather_pipeline", tmp_path, plugin_wheel)
+    nowhere = f"unix://{tmp_path}/no-docker.sock"
+    out = tmp_path / "out"
+    proc = _run(
+        [str(BIN / "hatch-flyte"), "build", str(project), "-t", "image", "--no-isolation", "-o", str(out)],
+        cwd=tmp_path,
+        env={"DOCKER_HOST": nowhere},
+        ok=False,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"no Docker engine answered at {nowhere}" in proc.stderr
+    assert "no wheel or bundle was asked for, so none was written; the manifest lists no image" in proc.stderr
+    assert "written all the same" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["flyte-manifest.json"]
+
+
+def test_hatch_build_target_flyte_says_each_warning_once_and_always_has_entry_points(
+    tmp_path: Path, plugin_wheel: Path
+) -> None:
+    """The target's wheel carries the Flyte metadata even where the hook is not enabled, and the
+    hook reuses the target's discovery (one discovery, each warning once)."""
+    project = copy_project("dynamic_envs", tmp_path, plugin_wheel)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.hatch.build.targets.wheel.hooks.flyte]\n", ""))
+    proc = _hatch_build(project, "flyte")
+    assert (proc.stdout + proc.stderr).count(UNRESOLVED) == 1, proc.stdout + proc.stderr
+    eps, manifest = wheel_flyte_metadata(next((project / "dist").glob("*.whl")))
+    assert eps == {"static_jobs": "dynamic_envs.jobs:static_env"}
+    assert manifest is not None and [u["line"] for u in manifest["unresolved"]] == [8]

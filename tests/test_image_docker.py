@@ -48,7 +48,8 @@ from docker_env import (
     setting,
     unique_repository,
 )
-from test_frontends import EPOCH, WEATHER_EPS, copy_project, wheel_flyte_metadata
+from frontend_helpers import EPOCH, copy_project, wheel_flyte_metadata
+from test_frontends import WEATHER_EPS
 
 if TYPE_CHECKING:
     import docker

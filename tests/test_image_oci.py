@@ -13,9 +13,11 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import socketserver
 import subprocess
+import sys
 import tarfile
 import threading
 import urllib.request
@@ -236,6 +238,31 @@ def test_build_from_layout_is_reproducible_across_project_copies(
             ["skopeo", "inspect", f"oci:{layout}:0.3.0"], capture_output=True, text=True, check=True
         )
         assert json.loads(out.stdout)["Digest"] == one.digest
+
+
+def test_cli_image_build_shows_progress_without_verbose(tmp_path: Path) -> None:
+    """One line per finished step with its time, at the default verbosity, on stderr (stdout stays
+    the command's own report). The wheelhouse is the one the test above resolved (cached)."""
+    base = fake_base(tmp_path / "base")
+    root = copy_example(tmp_path / "weather_pipeline")
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text() + f'\n[tool.flyte.image]\nbackend = "oci"\nbase = "oci:{base}:1"\n'
+    )
+    script = Path(sys.executable).parent / "hatch-flyte"
+    proc = subprocess.run(
+        [str(script), "build", str(root), "-t", "image", "--no-isolation", "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "DOCKER_HOST": NO_DOCKER},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    for step in (f"base image oci:{base}:1 (linux/amd64)", "layers: dependencies, project wheel"):
+        assert any(re.fullmatch(rf"{re.escape(step)} \(\d+\.\ds\)", line) for line in lines), proc.stderr
+    assert any(line.startswith("building image weather-pipeline:h") for line in lines), proc.stderr
+    assert "image     weather-pipeline:h" in proc.stdout
 
 
 def test_base_python_read_once_per_set_of_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,10 +19,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import test_frontends
 from docker_env import unavailable
 from flyte_names import flyte_bundle_name
-from test_frontends import BIN, _run, copy_project
+from frontend_helpers import BIN, _run, copy_project
 
 from hatch_flyte.image.oci import layout as L
 
@@ -31,8 +30,6 @@ pytestmark = pytest.mark.slow
 BASE_REPO = "hatch-flyte-test/python"
 BASE_TAG = "3.11-bookworm"
 NAME = "weather-pipeline"
-#: The session fixture of test_frontends: this checkout's wheel, for build-system.requires.
-plugin_wheel = test_frontends.plugin_wheel
 
 
 def _manifest_digest(host: str, repository: str, tag: str) -> str | None:

@@ -134,3 +134,69 @@ def test_dependency_only_plan_hashes_only_what_is_in_the_image(tmp_path: Path) -
     project = load_project(root)
     config = replace(project.config.image, include_project=False)
     assert plan_image(project, None, config, other_base).content_tag() != plans(include_project=False)[0]
+
+
+def test_docker_build_steps_are_reported_with_their_time(caplog: pytest.LogCaptureFixture) -> None:
+    """The engine's build stream (as the docker SDK decodes it) becomes one progress line per step,
+    logged when the step ends; a failure carries the engine's own message and its last lines."""
+    from hatch_flyte.image.docker.backend import _consume_build
+
+    stream = [
+        {"stream": "Step 1/3 : FROM hatch-flyte/deps:h0123\n"},
+        {"stream": " ---> 1a2b\n"},
+        {"stream": "Step 2/3 : ENV _F_IMG_ID=weather-pipeline:h42\n"},
+        {"stream": "Step 3/3 : COPY   venv/ /opt/venv/\n"},
+        {"aux": {"ID": "sha256:feed"}},
+    ]
+    with caplog.at_level("INFO", logger="hatch_flyte.progress"):
+        assert _consume_build(stream) == "sha256:feed"
+    lines = [r.getMessage() for r in caplog.records if r.name == "hatch_flyte.progress"]
+    assert [line.rsplit(" (", 1)[0] for line in lines] == [
+        "docker: [1/3] FROM hatch-flyte/deps:h0123",
+        "docker: [2/3] ENV _F_IMG_ID=weather-pipeline:h42",
+        "docker: [3/3] COPY venv/ /opt/venv/",
+    ]
+    assert all(line.endswith("s)") for line in lines)
+    failing = [
+        {"stream": "Step 1/2 : RUN pip install x\n"},
+        {"stream": "ERROR: No matching distribution found for x\n"},
+        {"errorDetail": {"message": "The command returned a non-zero code: 1"}},
+    ]
+    with pytest.raises(ImageError) as info:
+        _consume_build(failing)
+    assert "The command returned a non-zero code: 1" in str(info.value)
+    assert "No matching distribution found for x" in str(info.value)
+
+
+def test_local_path_dependencies_go_into_the_wheelhouse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `path` source the project depends on is built into a wheel that the wheelhouse takes
+    (no index has it); the wheelhouse's cache key follows that wheel's bytes."""
+    from packaging.requirements import Requirement
+
+    from hatch_flyte.image.wheelhouse import build_wheelhouse, local_dependency_wheels
+
+    monkeypatch.setenv("HATCH_FLYTE_CACHE_DIR", str(tmp_path / "cache"))
+    lib = tmp_path / "tiny_lib"
+    (lib / "tiny_lib").mkdir(parents=True)
+    (lib / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "tiny-lib"\nversion = "0.1.0"\n'
+    )
+    (lib / "tiny_lib" / "__init__.py").write_text("VALUE = 1\n")
+    app = tmp_path / "app"
+    (app / "app").mkdir(parents=True)
+    (app / "app" / "__init__.py").write_text("")
+    (app / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "1"\ndependencies = ["tiny-lib"]\n\n'
+        '[tool.uv.sources]\ntiny-lib = { path = "../tiny_lib" }\n'
+    )
+    (local,) = local_dependency_wheels(load_project(app), tmp_path / "local")
+    assert local.name == "tiny_lib-0.1.0-py2.py3-none-any.whl"
+    house = build_wheelhouse([Requirement("tiny-lib")], AMD64_311, local_wheels=[local])
+    assert "tiny_lib-0.1.0-py2.py3-none-any.whl" in {name for name, _ in house.files}
+    (lib / "tiny_lib" / "__init__.py").write_text("VALUE = 2\n")
+    (changed,) = local_dependency_wheels(load_project(app), tmp_path / "local2")
+    other = build_wheelhouse([Requirement("tiny-lib")], AMD64_311, local_wheels=[changed])
+    assert other.directory != house.directory

@@ -184,31 +184,95 @@ def test_explicit_package_not_found_with_root_dir(tmp_path: Path) -> None:
 # --- ambiguous or missing packages ---------------------------------------------------------------
 
 
-def test_several_src_candidates(tmp_path: Path) -> None:
-    d = make(tmp_path / "proj", {"src/b/__init__.py": "", "src/a/__init__.py": ""}, named("proj"))
-    with pytest.raises(ProjectError) as info:
-        load_project(d).find_package()
-    assert str(info.value) == (
-        f"{d / 'pyproject.toml'}: several packages could be the Flyte package (src/a, src/b); "
-        'set `package = "<name>"` under [tool.flyte] to choose one'
-    )
-
-
-def test_several_flat_candidates(tmp_path: Path) -> None:
+def test_several_packages_prefer_the_one_named_after_the_project(tmp_path: Path) -> None:
+    # As hatchling and uv_build choose: the package whose name is the normalized project name.
     d = make(
-        tmp_path / "proj", {"one/__init__.py": "", "two/__init__.py": "", "tests/__init__.py": ""}, named("p")
+        tmp_path / "proj",
+        {"src/lib_models/__init__.py": "", "src/workspace_app/__init__.py": "", "src/lib_x/__init__.py": ""},
+        named("Workspace-App"),
     )
-    with pytest.raises(ProjectError, match=r"several packages could be the Flyte package \(one, two\)"):
-        load_project(d).find_package()
+    assert load_project(d).find_package() == Package(
+        "workspace_app", d / "src" / "workspace_app", "src layout (project name)"
+    )
+    assert load_project(d).top_level_names() == ["lib_models", "lib_x", "workspace_app"]
 
 
-def test_no_package(tmp_path: Path) -> None:
-    d = make(tmp_path / "proj", {"script.py": "", "tests/__init__.py": ""}, named("proj"))
+def test_several_packages_none_named_after_the_project(tmp_path: Path) -> None:
+    # No package is *the* package (environments are still found in all of them): package is None.
+    d = make(tmp_path / "proj", {"src/b/__init__.py": "", "src/a/__init__.py": ""}, named("proj"))
+    assert load_project(d).find_package() is None
+    d = make(
+        tmp_path / "flat", {"one/__init__.py": "", "two/__init__.py": "", "tests/__init__.py": ""}, named("p")
+    )
+    assert load_project(d).find_package() is None
+
+
+def test_uv_build_module_name(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {"lib/foo/__init__.py": "", "lib/bar/__init__.py": ""},
+        named("proj", '[tool.uv.build-backend]\nmodule-root = "lib"\nmodule-name = "bar"\n'),
+    )
+    project = load_project(d)
+    assert project.root_dir == d / "lib"
+    assert project.find_package() == Package("bar", d / "lib" / "bar", "tool.hatch packages")
+
+
+def test_namespace_package(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {"src/acme/flows/jobs.py": "", "src/acme/README.md": ""}, named("proj"))
+    assert load_project(d).find_package() == Package("acme", d / "src" / "acme", "src layout")
+
+
+def test_script_project_has_no_package(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "proj",
+        {"main.py": "", "helpers.py": "", "setup.py": "", "tests/__init__.py": ""},
+        named("proj"),
+    )
+    project = load_project(d)
+    assert project.root_dir == d
+    assert project.find_package() is None
+    assert project.top_level_names() == ["helpers", "main"]
+
+
+def test_hatch_packages_dot_is_top_level_modules(tmp_path: Path) -> None:
+    # packages = ["."]: hatchling installs the directory's modules at the top level of site-packages.
+    d = make(
+        tmp_path / "my_lib",
+        {"__init__.py": "", "models.py": ""},
+        named("my-lib", '[tool.hatch.build.targets.wheel]\npackages = ["."]\n'),
+    )
+    assert load_project(d).find_package() is None
+
+
+def test_no_code_at_all(tmp_path: Path) -> None:
+    d = make(tmp_path / "proj", {"notes.txt": "", "tests/__init__.py": ""}, named("proj"))
     with pytest.raises(ProjectError) as info:
         load_project(d).find_package()
     assert str(info.value) == (
-        f"{d / 'pyproject.toml'}: no Python package found; looked at {d / 'src'}/*/__init__.py; "
-        f"{d / 'proj'}/__init__.py; {d}/*/__init__.py. Set `package` (and `root-dir`) under [tool.flyte]."
+        f"{d / 'pyproject.toml'}: no Python package found; looked at {d / 'src'}/*/ (packages, namespace "
+        f"packages); {d / 'src'}/*.py. Set `package` (and `root-dir`) under [tool.flyte]."
+    ).replace(f"{d / 'src'}", str(d))
+
+
+def test_workspace_root_names_its_members(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "ws",
+        {
+            "packages/my_app/pyproject.toml": named("my-app"),
+            "packages/my_app/src/my_app/__init__.py": "",
+            "packages/my_lib/pyproject.toml": named("my-lib"),
+            "packages/my_lib/src/my_lib/__init__.py": "",
+        },
+        named("ws", '[tool.uv.workspace]\nmembers = ["packages/*"]\n'),
+    )
+    with pytest.raises(ProjectError) as info:
+        load_project(d).find_package()
+    assert str(info.value) == (
+        f"{d} is a workspace root with no Python code of its own; its members packages/my_app, "
+        "packages/my_lib are its sub-projects. Build each member from its own directory, e.g. "
+        "`hatch-flyte build packages/my_app` (or `cd packages/my_app && hatch build -t flyte`); "
+        "a member's bundle root is its own src/ or directory"
     )
 
 
@@ -245,12 +309,34 @@ def test_detected_package_outside_root_dir(tmp_path: Path) -> None:
         load_project(d).find_package()
 
 
-def test_root_dir_above_the_package_is_fine(tmp_path: Path) -> None:
+def test_package_that_is_a_workspace_member(tmp_path: Path) -> None:
+    d = make(
+        tmp_path / "ws",
+        {"my_app/pyproject.toml": named("my-app"), "my_app/src/my_app/__init__.py": ""},
+        named("ws", '[tool.flyte]\npackage = "my_app"\n'),
+    )
+    with pytest.raises(
+        ProjectError, match=r"names the sub-project .*/my_app \(it has its own pyproject.toml\)"
+    ):
+        load_project(d).find_package()
+
+
+def test_root_dir_that_does_not_match_the_layout(tmp_path: Path) -> None:
+    # root-dir = "." in a src layout would give modules named src.foo..., which no wheel installs.
     d = make(tmp_path / "proj", {"src/foo/__init__.py": ""}, named("proj", '[tool.flyte]\nroot-dir = "."\n'))
     project = load_project(d)
     assert project.root_dir == d
-    assert project.find_package() == Package("foo", d / "src" / "foo", "src layout")
-    assert project.module_name(d / "src" / "foo" / "__init__.py") == "src.foo"
+    with pytest.raises(ProjectError) as info:
+        project.find_package()
+    assert str(info.value) == (
+        f'`tool.flyte.root-dir` = "." in {d / "pyproject.toml"} does not match the layout: the package `foo` '
+        f"is in {d / 'src'}, so its modules would be named `src.foo...`, which neither the wheel nor "
+        'flyte\'s runtime can import; set `root-dir = "src"` under [tool.flyte]'
+    )
+    # The same with an explicit package, and with hatch's packages.
+    (d / "pyproject.toml").write_text(named("proj", '[tool.flyte]\nroot-dir = "."\npackage = "foo"\n'))
+    with pytest.raises(ProjectError, match=r'set `root-dir = "src"`'):
+        load_project(d).find_package()
 
 
 # --- root-dir problems ---------------------------------------------------------------------------

@@ -65,7 +65,8 @@ class BundleOptions:
             keep_default_ignores=b.keep_default_ignores,
             include=tuple(dict.fromkeys(include)),
             compression=compression or b.compression,
-            secrets=secrets or b.secrets,
+            # strict turns every warning into an error, the secrets guard's too (unless it is off).
+            secrets=secrets or ("error" if project.config.strict and b.secrets == "warn" else b.secrets),
         )
 
 

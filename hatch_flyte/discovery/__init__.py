@@ -46,9 +46,11 @@ from pathlib import Path
 from hatch_flyte.discovery.importing import _ImportDiscovery, _LoadedModules
 from hatch_flyte.discovery.model import (
     ENVIRONMENT_CLASSES,
+    DependencyEnvironment,
     DiscoveryResult,
     Environment,
     Unresolved,
+    _dependency_indexes,
     _module_index,
     _under,
 )
@@ -57,6 +59,7 @@ from hatch_flyte.project import Project
 
 __all__ = [
     "ENVIRONMENT_CLASSES",
+    "DependencyEnvironment",
     "DiscoveryResult",
     "Environment",
     "Unresolved",
@@ -76,9 +79,10 @@ def discover(project: Project, modules_root: Path | None = None) -> DiscoveryRes
     selected = _under(list(index.values()), root, modules_root)
     explicit = project.config.environments
     not_modules = _under(skipped, root, modules_root)
+    dependencies = _dependency_indexes(project, set(index))
     if project.config.discovery == "import":
-        return _ImportDiscovery(project, root, index).run(selected, explicit, not_modules)
-    return _static(project, root, index, selected, explicit, not_modules)
+        return _ImportDiscovery(project, root, index, dependencies).run(selected, explicit, not_modules)
+    return _static(project, root, index, selected, explicit, not_modules, dependencies)
 
 
 def loaded_module_files(project: Project, modules: Sequence[str]) -> tuple[Path, ...]:

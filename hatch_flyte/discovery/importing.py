@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from hatch_flyte.discovery.model import (
+    DependencyEnvironment,
     DiscoveryResult,
     Environment,
     Unresolved,
     _config_source,
+    _DependencyIndex,
     _missing_module,
     _ModuleFile,
     _parse_ref,
@@ -52,10 +54,19 @@ class _ImportDiscovery:
     purpose = "import discovery"
     fallback = 'set discovery = "static" under [tool.flyte]'
 
-    def __init__(self, project: Project, root: Path, index: Mapping[str, _ModuleFile]) -> None:
+    def __init__(
+        self,
+        project: Project,
+        root: Path,
+        index: Mapping[str, _ModuleFile],
+        dependencies: Sequence[_DependencyIndex] = (),
+    ) -> None:
         self.project = project
         self.root = root
         self.index = index
+        self.dependencies = dependencies
+        self.found_dependencies: list[DependencyEnvironment] = []
+        self.foreign_depends: dict[str, tuple[str, ...]] = {}
 
     def run(
         self, selected: Sequence[_ModuleFile], explicit: Sequence[str] | None, skipped: Sequence[_ModuleFile]
@@ -80,7 +91,19 @@ class _ImportDiscovery:
         more_unresolved = [u for u in more_unresolved if u.file in files]
         # Files that are not modules are never imported; read them as static discovery does.
         more_unresolved.extend(_not_imported(self.index, skipped))
-        return _result(envs, unresolved + more_unresolved, "import")
+        return _result(envs, unresolved + more_unresolved, "import", self.depended_on(envs))
+
+    def depended_on(self, envs: Sequence[Environment]) -> list[DependencyEnvironment]:
+        """Dependency environments named (transitively) by the project's environments."""
+        by_name = {d.name: d for d in self.found_dependencies}
+        wanted = [n for e in envs for n in e.depends_on]
+        out: dict[str, DependencyEnvironment] = {}
+        while wanted:
+            name = wanted.pop()
+            if name in by_name and name not in out:
+                out[name] = by_name[name]
+                wanted.extend(self.foreign_depends.get(name, ()))
+        return list(out.values())
 
     def run_explicit(self, refs: Sequence[str]) -> DiscoveryResult:
         """Import the module of each ``tool.flyte.environments`` entry and check the entry."""
@@ -104,17 +127,27 @@ class _ImportDiscovery:
                 chosen.append(records[checked["env"]])
         if problems:
             raise DiscoveryError("\n".join(problems))
-        envs, unresolved = self.environments(chosen)
+        foreign = [r for r in records if self.foreign(r.get("module_file") or r.get("file")) is not None]
+        envs, unresolved = self.environments(chosen + [r for r in foreign if r not in chosen])
         _check_duplicates(envs)
-        return _result(envs, unresolved, "import")
+        return _result(envs, unresolved, "import", self.depended_on(envs))
 
     def request(self, modules: Sequence[_ModuleFile], refs: Sequence[str] | None) -> dict[str, Any]:
+        foreign = [str(m.path) for d in self.dependencies for m in d.modules.values()]
         return {
             "root": str(self.root),
+            "paths": [str(d.root) for d in self.dependencies],
             "modules": [[m.name, str(m.path)] for m in modules],
-            "files": [str(m.path) for m in self.index.values()],
+            "files": [str(m.path) for m in self.index.values()] + foreign,
             "refs": list(refs) if refs is not None else None,
         }
+
+    def foreign(self, path: str | None) -> _DependencyIndex | None:
+        for dep in self.dependencies:
+            prefix = str(dep.root).rstrip("/") + "/"
+            if path is not None and path.startswith(prefix):
+                return dep
+        return None
 
     def relative(self, path: str | None) -> str | None:
         if path is None:
@@ -139,6 +172,16 @@ class _ImportDiscovery:
         unresolved: list[Unresolved] = []
         for record in records:
             name, kind = record.get("name"), record.get("kind", "Environment")
+            dep = self.foreign(record.get("module_file") or record.get("file"))
+            if dep is not None:
+                if name and record.get("module") and record.get("attribute"):
+                    self.found_dependencies.append(
+                        DependencyEnvironment(
+                            name, record["module"], record["attribute"], kind, dep.distribution
+                        )
+                    )
+                    self.foreign_depends[name] = tuple(d for d in record.get("depends_on", ()) if d)
+                continue
             label = f"environment {name!r} ({kind})"
             file = self.relative(record.get("file"))
             line = int(record.get("line") or 0)

@@ -16,7 +16,7 @@ from typing import Any
 from hatch_flyte.bundle.ignore import IgnoreRules
 from hatch_flyte.bundle.selection import select_files
 from hatch_flyte.errors import DiscoveryError, HatchFlyteError
-from hatch_flyte.project import Project
+from hatch_flyte.project import Project, is_nested_project, load_project
 
 # The logger of the public module: users configure ``hatch_flyte.discovery``, not its parts.
 log = logging.getLogger("hatch_flyte.discovery")
@@ -149,6 +149,32 @@ class Unresolved:
 
 
 @dataclass(frozen=True)
+class DependencyEnvironment:
+    """An environment of another distribution (a workspace member or a local path dependency) that
+    an environment of the project names in ``depends_on``: flyte deploys it along with the project's."""
+
+    name: str
+    module: str
+    attribute: str
+    kind: str
+    #: The distribution that provides it, as the project's dependencies name it.
+    distribution: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attribute": self.attribute,
+            "distribution": self.distribution,
+            "kind": self.kind,
+            "module": self.module,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DependencyEnvironment:
+        return cls(data["name"], data["module"], data["attribute"], data["kind"], data["distribution"])
+
+
+@dataclass(frozen=True)
 class DiscoveryResult:
     """Environments sorted by module, attribute and line; unresolved entries by file and line."""
 
@@ -156,6 +182,8 @@ class DiscoveryResult:
     unresolved: tuple[Unresolved, ...]
     #: ``"static"`` or ``"import"``.
     method: str
+    #: Environments of local dependencies named in ``depends_on``, sorted by name.
+    dependencies: tuple[DependencyEnvironment, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -163,6 +191,7 @@ class DiscoveryResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "dependencies": [d.to_json() for d in self.dependencies],
             "environments": [e.to_json() for e in self.environments],
             "method": self.method,
             "unresolved": [u.to_json() for u in self.unresolved],
@@ -174,6 +203,7 @@ class DiscoveryResult:
             tuple(Environment.from_json(e) for e in data.get("environments", ())),
             tuple(Unresolved.from_json(u) for u in data.get("unresolved", ())),
             str(data.get("method", "static")),
+            tuple(DependencyEnvironment.from_json(d) for d in data.get("dependencies", ())),
         )
 
 
@@ -185,14 +215,51 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _result(envs: Sequence[Environment], unresolved: Sequence[Unresolved], method: str) -> DiscoveryResult:
+def _result(
+    envs: Sequence[Environment],
+    unresolved: Sequence[Unresolved],
+    method: str,
+    dependencies: Sequence[DependencyEnvironment] = (),
+) -> DiscoveryResult:
     return DiscoveryResult(
         environments=tuple(sorted(envs, key=lambda e: (e.module, e.attribute, e.line, e.name or ""))),
         unresolved=tuple(
             sorted(set(unresolved), key=lambda u: (u.file, u.line, u.reason, u.attribute or ""))
         ),
         method=method,
+        dependencies=tuple(sorted(set(dependencies), key=lambda d: (d.name, d.module, d.attribute))),
     )
+
+
+# --- local path dependencies ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _DependencyIndex:
+    """The modules of a local dependency's own bundle root, to follow ``depends_on`` into it."""
+
+    distribution: str
+    root: Path
+    modules: Mapping[str, _ModuleFile]
+
+
+def _dependency_indexes(project: Project, own: set[str]) -> list[_DependencyIndex]:
+    """Indexes of the project's local path dependencies (workspace members, ``path`` sources).
+
+    Their modules are read (never imported) only to name the environments the project's
+    environments depend on; a module name the project itself has is the project's.
+    """
+    out: list[_DependencyIndex] = []
+    for dep in project.local_dependencies():
+        try:
+            other = load_project(dep.directory)
+            index, _ = _module_index(other, other.root_dir.resolve())
+        except HatchFlyteError as e:
+            log.warning("cannot read the local dependency %s at %s: %s", dep.name, dep.directory, e)
+            continue
+        modules = {name: module for name, module in index.items() if name.split(".")[0] not in own}
+        out.append(_DependencyIndex(dep.name, other.root_dir.resolve(), modules))
+    return out
 
 
 def _config_source(project: Project) -> str:
@@ -227,9 +294,12 @@ def _module_index(project: Project, root: Path) -> tuple[dict[str, _ModuleFile],
         raise DiscoveryError(f"cannot list the modules under {root}: {e}") from None
     index: dict[str, _ModuleFile] = {}
     skipped: list[_ModuleFile] = []
+    nested: dict[str, bool] = {}
     for item in selection.files:
         if not item.arcname.endswith(".py"):
             continue
+        if _in_nested_project(root, item.arcname, nested):
+            continue  # a sub-project's code: built, and discovered, from its own directory
         parts = item.arcname[:-3].split("/")
         if parts[-1] == "__init__":
             parts.pop()
@@ -252,6 +322,17 @@ def _module_index(project: Project, root: Path) -> tuple[dict[str, _ModuleFile],
     for module in skipped:
         log.debug("not a module to import: %s %s", module.rel, module.skipped)
     return index, skipped
+
+
+def _in_nested_project(root: Path, arcname: str, cache: dict[str, bool]) -> bool:
+    parts = arcname.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        rel = "/".join(parts[:i])
+        if rel not in cache:
+            cache[rel] = is_nested_project(root / rel)
+        if cache[rel]:
+            return True
+    return False
 
 
 def _under(modules: Sequence[_ModuleFile], root: Path, modules_root: Path | None) -> list[_ModuleFile]:

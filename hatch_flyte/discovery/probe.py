@@ -220,6 +220,8 @@ def _probe(request: dict[str, Any]) -> dict[str, Any]:
         sys.path[0] = root
     else:
         sys.path.insert(0, root)
+    # Local path dependencies (workspace members) as an installed copy would provide them.
+    sys.path.extend(p for p in request.get("paths", []) if p not in sys.path)
     try:
         import flyte
     except Exception as e:

@@ -22,10 +22,12 @@ from typing import Any, TypeAlias
 
 from hatch_flyte.discovery.model import (
     ENVIRONMENT_CLASSES,
+    DependencyEnvironment,
     DiscoveryResult,
     Environment,
     Unresolved,
     _config_source,
+    _DependencyIndex,
     _missing_module,
     _ModuleFile,
     _parse_ref,
@@ -182,9 +184,17 @@ class _ModuleState:
 class _Static:
     """Evaluates the module-level code of the project's modules, one module at a time."""
 
-    def __init__(self, index: Mapping[str, _ModuleFile]) -> None:
+    def __init__(
+        self, index: Mapping[str, _ModuleFile], dependencies: Sequence[_DependencyIndex] = ()
+    ) -> None:
         self.index = index
-        self.packages = {n.rsplit(".", i)[0] for n in index for i in range(n.count(".") + 1)}
+        #: Modules of local dependencies, read only to follow ``depends_on`` into them.
+        self.foreign: dict[str, tuple[_ModuleFile, str]] = {}
+        for dep in dependencies:
+            for name, module in dep.modules.items():
+                self.foreign.setdefault(name, (module, dep.distribution))
+        names = [*index, *self.foreign]
+        self.packages = {n.rsplit(".", i)[0] for n in names for i in range(n.count(".") + 1)}
         self.states: dict[str, _ModuleState] = {}
         self.order: list[str] = []
         # A call can only create an environment, clone one or add a dependency when the last name of
@@ -278,7 +288,8 @@ class _Static:
             self.analyze(name.rsplit(".", 1)[0])
             if name in self.states:  # the parent imported it
                 return self.states[name]
-        state = _ModuleState(name, self.index.get(name))
+        foreign = self.foreign.get(name)
+        state = _ModuleState(name, self.index.get(name) or (foreign[0] if foreign else None))
         self.states[name] = state
         self.order.append(name)
         if state.file is not None:
@@ -868,14 +879,15 @@ def _static(
     selected: Sequence[_ModuleFile],
     explicit: Sequence[str] | None,
     skipped: Sequence[_ModuleFile] = (),
+    dependencies: Sequence[_DependencyIndex] = (),
 ) -> DiscoveryResult:
-    static = _Static(index)
+    static = _Static(index, dependencies)
     if explicit is not None:
         drafts = _explicit_drafts(project, root, static, explicit)
         _bind_drafts(static)
         envs, unresolved = _finish(drafts, [])
         _check_duplicates(envs, drafts)
-        return _result(envs, unresolved, "static")
+        return _result(envs, unresolved, "static", _foreign_dependencies(static, drafts))
     static.analyze_all(selected)
     _bind_drafts(static)
     names = {m.name for m in selected}
@@ -885,7 +897,26 @@ def _static(
     problems.extend(_not_imported(index, skipped))
     envs, unresolved = _finish(drafts, problems)
     _check_duplicates(envs, drafts)
-    return _result(envs, unresolved, "static")
+    return _result(envs, unresolved, "static", _foreign_dependencies(static, drafts))
+
+
+def _foreign_dependencies(static: _Static, drafts: Sequence[_Draft]) -> list[DependencyEnvironment]:
+    """The environments of local dependencies that the project's environments depend on (transitively)."""
+    out: list[DependencyEnvironment] = []
+    seen: set[int] = set()
+    stack = [d for draft in drafts for d in draft.depends_on if isinstance(d, _Draft)]
+    while stack:
+        dep = stack.pop()
+        if id(dep) in seen:
+            continue
+        seen.add(id(dep))
+        foreign = static.foreign.get(dep.module)
+        if foreign is None:
+            continue
+        stack.extend(d for d in dep.depends_on if isinstance(d, _Draft))
+        if dep.name is not None and dep.attribute is not None and dep.module_bound is not None:
+            out.append(DependencyEnvironment(dep.name, dep.module_bound, dep.attribute, dep.kind, foreign[1]))
+    return out
 
 
 def _not_imported(index: Mapping[str, _ModuleFile], skipped: Sequence[_ModuleFile]) -> list[Unresolved]:

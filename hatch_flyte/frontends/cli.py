@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -22,9 +23,18 @@ from hatch_flyte.bundle.archive import bundle_name
 from hatch_flyte.config import COMPRESSIONS, as_compression
 from hatch_flyte.discovery import discover
 from hatch_flyte.errors import HatchFlyteError
-from hatch_flyte.pipeline import NO_BUNDLE, analyse, build_artifacts, manifest_for, project_bundle_options
-from hatch_flyte.project import load_project
-from hatch_flyte.report import human_size, render_tree
+from hatch_flyte.pipeline import (
+    NO_BUNDLE,
+    TARGETS,
+    Analysis,
+    analyse,
+    build_artifacts,
+    manifest_for,
+    project_bundle_options,
+    report,
+)
+from hatch_flyte.project import Project, hatch_enablement_hint, load_project
+from hatch_flyte.report import human_size, progress, render_tree
 
 log = logging.getLogger("hatch_flyte")
 
@@ -56,9 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--compression", choices=COMPRESSIONS, help="fast (default) or compatible (flyte's exact .tar.gz)"
     )
-    b.add_argument(
-        "--strict", action="store_true", help="fail when files that look like secrets would be bundled"
-    )
+    b.add_argument("--strict", action="store_true", help=_STRICT_HELP)
     b.add_argument("--no-cache", action="store_true", help="read every file even if the tree looks unchanged")
     b.add_argument("--show-files", action="store_true", help="print the bundled files as a tree")
     b.add_argument("--json", action="store_true", help="print one JSON object describing the bundle")
@@ -69,18 +77,47 @@ def _parser() -> argparse.ArgumentParser:
     )
     i.add_argument("path", nargs="?", default=".", help="project directory")
     i.add_argument("--root-dir", help="bundle root (default: tool.flyte.root-dir)")
+    i.add_argument("--strict", action="store_true", help=_STRICT_HELP)
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=_cmd_inspect)
 
     bl = sub.add_parser("build", parents=[common], help="build the wheel, the code bundle and the manifest")
     bl.add_argument("path", nargs="?", default=".", help="project directory (any PEP 517 backend)")
-    bl.add_argument("-t", "--target", default="wheel,bundle", help="comma-separated: wheel, bundle, image")
+    bl.add_argument(
+        "-t",
+        "--target",
+        type=_targets,
+        help="comma-separated: wheel, bundle, image (default: wheel,bundle; bundle without a [build-system])",
+    )
     bl.add_argument("-o", "--output", dest="outdir", help="output directory (default: PATH/dist)")
+    bl.add_argument(
+        "--root-dir", help="bundle root (default: tool.flyte.root-dir, src/ in a src layout, else PATH)"
+    )
     bl.add_argument("--no-isolation", action="store_true", help="build the wheel in the current environment")
     bl.add_argument("--compression", choices=COMPRESSIONS, help="bundle compression (default: from config)")
+    bl.add_argument("--strict", action="store_true", help=_STRICT_HELP)
+    bl.add_argument(
+        "--no-cache", action="store_true", help="read every file even if the tree looks unchanged"
+    )
+    bl.add_argument("--show-files", action="store_true", help="print the bundled files as a tree")
     bl.add_argument("--json", action="store_true", help="print the manifest")
     bl.set_defaults(func=_cmd_build)
     return parser
+
+
+_STRICT_HELP = "fail on environments discovery cannot resolve and on files that look like secrets"
+
+
+def _targets(value: str) -> list[str]:
+    """``-t wheel,bundle``: a usage error (exit 2) naming the valid targets for anything else."""
+    targets = [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        raise argparse.ArgumentTypeError(
+            f"unknown target {', '.join(map(repr, unknown)) or repr(value)}; "
+            f"choose from {', '.join(TARGETS)} (comma-separated)"
+        )
+    return list(dict.fromkeys(targets))
 
 
 def _bundle_json(bundle: Bundle, root: Path) -> dict[str, Any]:
@@ -105,8 +142,14 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         compression=as_compression(args.compression) if args.compression else None,
         secrets="error" if args.strict else None,
     )
-    # A project's bundle holds its environments' include= paths too, as flyte deploy's does.
-    resolved = project_bundle_options(project, options, discover(project) if project.has_pyproject else None)
+    found = None
+    if project.has_pyproject:
+        # A project's bundle holds its environments' include= paths too, as flyte deploy's does.
+        _hint(project)
+        found = discover(project)
+        # A bundle is for any directory: only what discovery could not settle is worth a warning.
+        report(project, Analysis(None, found), strict=args.strict or project.config.strict, warn_empty=False)
+    resolved = project_bundle_options(project, options, found)
     if resolved is None:
         if args.json:
             _out("null")
@@ -129,9 +172,16 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hint(project: Project) -> None:
+    hint = hatch_enablement_hint(project)
+    if hint:
+        log.warning("%s", hint)
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     project = load_project(Path(args.path), root_dir=args.root_dir)
-    analysis = analyse(project)
+    _hint(project)
+    analysis = analyse(project, strict=args.strict)
     manifest = manifest_for(project, analysis)
     options = project_bundle_options(project, BundleOptions.for_project(project), analysis.discovery)
     selection = None
@@ -143,6 +193,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         "root_dir": str(project.root_dir),
         "discovery": analysis.discovery.method,
         "environments": manifest["environments"],
+        "dependency_environments": manifest["dependency_environments"],
         "unresolved": manifest["unresolved"],
         "bundle": (
             {"name": bundle_name(digest), "digest": digest, "files": len(selection.files)}
@@ -154,7 +205,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         _out(json.dumps(data, indent=2, sort_keys=True))
         return 0
     _out(f"project      {project.name or '-'} {project.version or ''}".rstrip())
-    _out(f"package      {analysis.package}")
+    _out(f"package      {analysis.package or '- (top-level modules)'}")
     _out(f"root-dir     {project.root_dir}")
     _out(f"discovery    {analysis.discovery.method}")
     if selection is not None:
@@ -178,6 +229,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     if not data["environments"]:
         _out("(no environments found)")
+    for dep in data["dependency_environments"]:
+        _out(f"depends on   {dep['name']} ({dep['module']}:{dep['attribute']}) from {dep['distribution']}")
     for item in data["unresolved"]:
         _out(f"unresolved: {item['file']}:{item['line']}: {item['reason']}")
     if selection is not None:
@@ -187,18 +240,26 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    project = load_project(Path(args.path))
-    targets = [t.strip() for t in args.target.split(",") if t.strip()]
+    project = load_project(Path(args.path), root_dir=args.root_dir)
+    _hint(project)
     options = BundleOptions.for_project(
-        project, compression=as_compression(args.compression) if args.compression else None
+        project,
+        compression=as_compression(args.compression) if args.compression else None,
+        secrets="error" if args.strict else None,
     )
+    if args.no_cache:
+        options = replace(options, use_cache=False)
     outdir = Path(args.outdir) if args.outdir else project.directory / "dist"
-    result = build_artifacts(project, outdir, targets, isolation=not args.no_isolation, options=options)
+    result = build_artifacts(
+        project, outdir, args.target, isolation=not args.no_isolation, options=options, strict=args.strict
+    )
     if args.json:
         _out(result.manifest.read_text(encoding="utf-8").rstrip())
         return 0
+    if args.show_files and result.bundle is not None:
+        _out(render_tree(project.root_dir, result.bundle.files))
     envs = ", ".join(e.name for e in result.analysis.discovery.environments if e.name) or "none"
-    _out(f"package {result.analysis.package}; environments: {envs}")
+    _out(f"package {result.analysis.package or '- (top-level modules)'}; environments: {envs}")
     if result.wheel is not None:
         _out(f"wheel     {result.wheel} ({human_size(result.wheel.stat().st_size)})")
     if result.bundle is not None:
@@ -206,7 +267,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         _out(
             f"bundle    {b.path} ({len(b.files)} files, {human_size(b.size)}{', reused' if b.reused else ''})"
         )
-    elif "bundle" in targets and project.config.bundle.copy_style == "none":
+    elif (args.target is None or "bundle" in args.target) and project.config.bundle.copy_style == "none":
         _out(f"bundle    none ({NO_BUNDLE})")
     if result.image is not None:
         pushed = f", pushed as {result.image.digest}" if result.image.pushed else ""
@@ -218,8 +279,19 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        if record.name == progress.name:
+            return record.getMessage()
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
@@ -230,8 +302,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(_Formatter())
     log.addHandler(handler)
     log.setLevel(logging.WARNING - 10 * min(args.verbose, 2))
+    # Slow steps (image builds) report progress without -v, as `docker build` does.
+    progress.setLevel(logging.INFO)
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (`inspect | head`): stop quietly, like any Unix tool.
+        _silence_stdout()
+        return 141
     except HatchFlyteError as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
@@ -240,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         log.removeHandler(handler)
+        progress.setLevel(logging.NOTSET)
 
 
 if __name__ == "__main__":  # pragma: no cover

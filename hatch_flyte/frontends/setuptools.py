@@ -10,8 +10,11 @@ egg-info directory, which ``bdist_wheel`` copies into the wheel's ``.dist-info``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +56,18 @@ def _wrap_egg_info(base: type[Any]) -> type[Any]:
         _hatch_flyte = True
 
         def run(self) -> None:
+            from hatch_flyte.errors import HatchFlyteError
             from hatch_flyte.manifest import dumps
             from hatch_flyte.pipeline import analyse, entry_points, manifest_for
             from hatch_flyte.project import load_project
 
-            project = load_project(_project_dir(self.distribution))
-            analysis = analyse(project)
+            try:
+                project = load_project(_project_dir(self.distribution))
+                with _stderr_logging():
+                    analysis = analyse(project)
+            except HatchFlyteError as e:
+                # One message, as setuptools reports its own errors, not a traceback.
+                raise SystemExit(f"hatch-flyte: error: {e}") from None
             _add_entry_points(self.distribution, entry_points(analysis.discovery))
             super().run()
             manifest = manifest_for(
@@ -73,6 +82,28 @@ def _wrap_egg_info(base: type[Any]) -> type[Any]:
 
     FlyteEggInfo.__name__ = base.__name__
     return FlyteEggInfo
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"hatch-flyte: {record.levelname.lower()}: {record.getMessage()}"
+
+
+@contextlib.contextmanager
+def _stderr_logging() -> Iterator[None]:
+    """hatch-flyte's warnings on stderr, prefixed, whatever logging setuptools configured."""
+    logger = logging.getLogger("hatch_flyte")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_Formatter())
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _add_entry_points(dist: Any, points: dict[str, str]) -> None:

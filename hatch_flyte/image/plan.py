@@ -15,6 +15,7 @@ import os
 import platform as host_platform
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from hatch_flyte.image.wheelhouse import (
     Wheelhouse,
     build_wheelhouse,
     check_wheel_fits,
+    local_dependency_wheels,
     parse_extra_packages,
     requirements_on,
     requires_flyte,
@@ -309,7 +311,9 @@ def plan_image(
         locked = read_pins(lock, target.marker_environment(), project.name)
         pins = locked.lines()
         log.info("image dependencies pinned by %s (%d packages)", lock.name, len(pins))
-    wheelhouse = build_wheelhouse(requirements, target, constraints, pins)
+    with tempfile.TemporaryDirectory(prefix="hatch-flyte-local-") as scratch:
+        local = local_dependency_wheels(project, Path(scratch))
+        wheelhouse = build_wheelhouse(requirements, target, constraints, pins, local)
     # A dependency-only image is labelled with what does not change with the code: no version, no
     # commit (they would change its tag with every release or commit of unchanged dependencies).
     labels = oci_labels(

@@ -26,6 +26,9 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from hatch_flyte.cache import cache_dir
 from hatch_flyte.errors import ImageError
 from hatch_flyte.manifest import sha256_file
+from hatch_flyte.project import Project, load_project
+from hatch_flyte.report import step
+from hatch_flyte.wheel import build_wheel
 
 log = logging.getLogger(__name__)
 REQUIREMENTS = "requirements.txt"
@@ -176,10 +179,13 @@ def build_wheelhouse(
     target: Target,
     constraints: Path | None = None,
     pins: Sequence[str] = (),
+    local_wheels: Sequence[Path] = (),
 ) -> Wheelhouse:
     """Download wheels for ``requirements`` (and pip itself) for ``target``, cached by inputs.
 
-    ``constraints`` is a pip constraints file; ``pins`` are constraint lines of the project's lock.
+    ``constraints`` is a pip constraints file; ``pins`` are constraint lines of the project's lock;
+    ``local_wheels`` are wheels built from the project's local path dependencies (workspace
+    members), found by pip before any index.
     """
     lines = [*sorted({str(r) for r in requirements}), "pip"]
     key = hashlib.sha256()
@@ -189,13 +195,15 @@ def build_wheelhouse(
         key.update(constraints.read_bytes())
     if pins:
         key.update(("\0pins\n" + "\n".join(pins)).encode())
+    for wheel in sorted(local_wheels):
+        key.update(f"\0local\n{wheel.name}\0{sha256_file(wheel)}".encode())
     base = cache_dir()
     root = (
         base / "wheelhouses" if base is not None else Path(tempfile.gettempdir()) / "hatch-flyte-wheelhouses"
     )
     directory = root / key.hexdigest()[:32]
     if not (directory / REQUIREMENTS).is_file():
-        _download(lines, target, constraints, pins, directory)
+        _download(lines, target, constraints, pins, directory, local_wheels)
     files = tuple(sorted((p.name, sha256_file(p)) for p in directory.iterdir() if p.is_file()))
     pip_wheel = next((name for name, _ in files if name.startswith("pip-") and name.endswith(".whl")), None)
     if pip_wheel is None:
@@ -203,8 +211,31 @@ def build_wheelhouse(
     return Wheelhouse(directory, files, pip_wheel)
 
 
+def local_dependency_wheels(project: Project, outdir: Path) -> list[Path]:
+    """Wheels of the project's local path dependencies (uv workspace members, ``path`` sources),
+    transitively, built with each one's own PEP 517 backend: the image installs them from its
+    wheelhouse, since no index has them."""
+    wheels: list[Path] = []
+    seen = {project.directory}
+    pending = list(project.local_dependencies())
+    while pending:
+        dep = pending.pop(0)
+        if dep.directory in seen:
+            continue
+        seen.add(dep.directory)
+        with step(f"built the wheel of the local dependency {dep.name} ({dep.directory})"):
+            wheels.append(build_wheel(dep.directory, outdir))
+        pending.extend(load_project(dep.directory).local_dependencies())
+    return wheels
+
+
 def _download(
-    lines: list[str], target: Target, constraints: Path | None, pins: Sequence[str], directory: Path
+    lines: list[str],
+    target: Target,
+    constraints: Path | None,
+    pins: Sequence[str],
+    directory: Path,
+    local_wheels: Sequence[Path] = (),
 ) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".wheelhouse-", dir=directory.parent))
@@ -216,12 +247,17 @@ def _download(
         cmd += [*_platform_args(target), "-r", str(req_file)]
         if constraints is not None:
             cmd += ["-c", str(constraints)]
+        for folder in sorted({w.parent for w in local_wheels}):
+            cmd += ["--find-links", str(folder)]
         if pins:
             # Beside the wheels, not in the wheelhouse: only requirements.txt and wheels go there.
             pin_file.write_text("\n".join(pins) + "\n")
             cmd += ["-c", str(pin_file)]
-        log.info("resolving the image's dependencies for Python %d.%d on %s", *target.python, target.platform)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+        python = f"{target.python[0]}.{target.python[1]}"
+        with step(f"resolved the image's dependencies for Python {python} on {target.platform}"):
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"}
+            )
         if "No module named pip" in proc.stderr:
             raise ImageError(
                 f"pip is not installed in the build environment ({sys.executable}); the image's "

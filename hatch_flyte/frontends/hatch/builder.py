@@ -6,19 +6,22 @@ and ``flyte-manifest.json`` (every artifact with its sha256) into the build dire
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hatchling.builders.plugin.interface import BuilderInterface
 from hatchling.builders.wheel import WheelBuilder
+from hatchling.metadata.core import ProjectMetadata
 
 from hatch_flyte.bundle import BundleOptions, build
-from hatch_flyte.errors import BuildError
-from hatch_flyte.frontends.hatch.glue import app_logging
+from hatch_flyte.errors import BuildError, HatchFlyteError
+from hatch_flyte.frontends.hatch.glue import app_logging, sharing
 from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
 from hatch_flyte.pipeline import NO_BUNDLE, Analysis, analyse, manifest_for, project_bundle_options
 from hatch_flyte.project import Project, load_project
@@ -59,9 +62,24 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                     path.unlink()
 
     def _wheel_builder(self) -> WheelBuilder:
-        return WheelBuilder(
-            self.root, plugin_manager=self.plugin_manager, metadata=self.metadata, app=self.app
-        )
+        """hatchling's wheel builder, with the ``flyte`` build hook on even where pyproject.toml does
+        not enable it: the target's wheel always carries the Flyte entry points and manifest."""
+        metadata = self.metadata
+        if not _hook_enabled(metadata.config):
+            config = copy.deepcopy(metadata.config)
+            tables = ("tool", "hatch", "build", "targets", "wheel", "hooks")
+            table = config
+            for key in tables:
+                table = table.setdefault(key, {})
+            table["flyte"] = {}
+            metadata = ProjectMetadata(self.root, self.plugin_manager, config)
+        return WheelBuilder(self.root, plugin_manager=self.plugin_manager, metadata=metadata, app=self.app)
+
+    def _build_wheel(self, directory: str) -> list[str]:
+        """One wheel, its build hook reusing this run's analysis."""
+        project, analysis = self._context()
+        with sharing(Path(self.root), (project, analysis)):
+            return list(self._wheel_builder().build(directory=directory, versions=["standard"], clean=False))
 
     # --- shared state of one `hatch build` run ------------------------------------------------
 
@@ -73,15 +91,14 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                 self.app.display_info(
                     "flyte: no [tool.flyte] table in pyproject.toml; building with defaults"
                 )
-            analysis = analyse(project)
+            analysis = analyse(project)  # unresolved items and "no environments" go to hatch's warnings
             names = ", ".join(
                 f"{e.name} ({e.module}:{e.attribute})" for e in analysis.discovery.environments if e.name
             )
+            package = analysis.package or "- (top-level modules)"
             self.app.display_info(
-                f"flyte: package {analysis.package}, root {project.root_dir}, environments: {names or 'none'}"
+                f"flyte: package {package}, root {project.root_dir}, environments: {names or 'none'}"
             )
-            for item in analysis.discovery.unresolved:
-                self.app.display_warning(f"flyte: unresolved {item.file}:{item.line}: {item.reason}")
             state.update(project=project, analysis=analysis, artifacts={})
         return state["project"], state["analysis"]
 
@@ -117,13 +134,21 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
 
     # --- versions ----------------------------------------------------------------------------
 
-    def build_wheel_artifact(self, directory: str, **build_data: Any) -> str:
+    @contextmanager
+    def _reported(self) -> Iterator[None]:
+        """hatch-flyte's logging on hatch's display, and its errors as one message, not a traceback."""
         with app_logging(self.app):
+            try:
+                yield
+            except HatchFlyteError as e:
+                self.app.abort(f"flyte: error: {e}")
+                raise  # abort() exits; this is for an app whose abort returns
+
+    def build_wheel_artifact(self, directory: str, **build_data: Any) -> str:
+        with self._reported():
             self._context()
             started = time.perf_counter()
-            artifacts = list(
-                self._wheel_builder().build(directory=directory, versions=["standard"], clean=False)
-            )
+            artifacts = self._build_wheel(directory)
             if len(artifacts) != 1:
                 raise BuildError(f"hatchling's wheel builder returned {artifacts!r}, expected one wheel")
             wheel = Path(artifacts[0])
@@ -135,7 +160,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             return str(wheel)
 
     def build_bundle_artifact(self, directory: str, **build_data: Any) -> str:
-        with app_logging(self.app):
+        with self._reported():
             project, _ = self._context()
             options = self._bundle_options()
             if options is None:
@@ -158,9 +183,9 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
         """Build the image from this run's wheel (made aside when not asked for); a dependency-only
         image (``include-project = false``) from hatchling's metadata, with no wheel."""
         from hatch_flyte.image import ProjectMetadata, build_image
-        from hatch_flyte.pipeline import source_files
+        from hatch_flyte.pipeline import image_failed, source_files
 
-        with app_logging(self.app):
+        with self._reported():
             project, _ = self._context()
             state = self.__dict__["_flyte_state"]
             started = time.perf_counter()
@@ -176,19 +201,23 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                         requires_dist=tuple(core.dependencies),
                     )
                 elif wheel is None:
-                    built = list(
-                        self._wheel_builder().build(directory=scratch, versions=["standard"], clean=False)
+                    wheel = Path(self._build_wheel(scratch)[0])
+                try:
+                    image = build_image(
+                        project,
+                        wheel,
+                        metadata=metadata,
+                        source_files=source_files(project, self._bundle_options())
+                        if project.config.image.source
+                        else (),
+                        output_dir=Path(directory),
                     )
-                    wheel = Path(built[0])
-                image = build_image(
-                    project,
-                    wheel,
-                    metadata=metadata,
-                    source_files=source_files(project, self._bundle_options())
-                    if project.config.image.source
-                    else (),
-                    output_dir=Path(directory),
-                )
+                except HatchFlyteError as e:
+                    written = [
+                        p for kind, (p, _) in sorted(state["artifacts"].items()) if kind != "image-archive"
+                    ]
+                    manifest = Path(directory, MANIFEST_NAME)
+                    raise image_failed(e, written, manifest if manifest.exists() else None) from None
             seconds = time.perf_counter() - started
             pushed = f", pushed {image.digest}" if image.pushed else ""
             holds = ", dependencies only" if image.contents == "dependencies" else ""
@@ -198,3 +227,12 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             state["image"] = image.to_json()
             self._record(directory, "image-archive", Path(image.archive) if image.archive else None)
             return image.ref
+
+
+def _hook_enabled(config: Any) -> bool:
+    """Whether pyproject.toml enables the ``flyte`` build hook for wheels (globally or for the target)."""
+    build = config.get("tool", {}).get("hatch", {}).get("build", {}) if isinstance(config, dict) else {}
+    if not isinstance(build, dict):
+        return False
+    wheel = build.get("targets", {}).get("wheel", {}) if isinstance(build.get("targets"), dict) else {}
+    return any(isinstance(t, dict) and "flyte" in (t.get("hooks") or {}) for t in (build, wheel))

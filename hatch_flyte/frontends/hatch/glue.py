@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 _LOGGER = logging.getLogger("hatch_flyte")
@@ -44,3 +45,23 @@ def app_logging(app: Any) -> Iterator[None]:
         _LOGGER.removeHandler(handler)
         _LOGGER.setLevel(previous_level)
         _LOGGER.propagate = previous_propagate
+
+
+#: The analysis of the project the ``flyte`` builder is building, by project root, while its own
+#: wheel build runs: the build hook inside it reuses it (one discovery, each warning said once).
+_SHARED: dict[Path, Any] = {}
+
+
+@contextlib.contextmanager
+def sharing(root: Path, value: Any) -> Iterator[None]:
+    """Offer ``value`` (project and analysis) to the build hook of a wheel built meanwhile."""
+    _SHARED[root.resolve()] = value
+    try:
+        yield
+    finally:
+        _SHARED.pop(root.resolve(), None)
+
+
+def shared(root: Path) -> Any | None:
+    """What the ``flyte`` builder offers for ``root``, if this wheel is built by it."""
+    return _SHARED.get(root.resolve())

@@ -17,7 +17,8 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 from hatch_flyte import ENTRY_POINT_GROUP
 from hatch_flyte.bundle import BundleOptions
-from hatch_flyte.errors import ConfigError
+from hatch_flyte.errors import ConfigError, HatchFlyteError
+from hatch_flyte.frontends.hatch.glue import app_logging, shared
 from hatch_flyte.manifest import MANIFEST_NAME, write_manifest
 from hatch_flyte.pipeline import NO_BUNDLE, analyse, bundle_for, entry_points, manifest_for
 from hatch_flyte.project import load_project
@@ -54,9 +55,22 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel":
             return  # an sdist carries sources only; the bundle is made from them later
+        # hatch-flyte's warnings on hatch's display (stderr under pip, build and uv), and its errors
+        # as one message instead of a traceback.
+        with app_logging(self.app):
+            try:
+                self._initialize(version, build_data)
+            except HatchFlyteError as e:
+                self.app.abort(f"flyte: error: {e}")
+                raise
+
+    def _initialize(self, version: str, build_data: dict[str, Any]) -> None:
         bundle_dir = self._bundle_dir()
-        project = load_project(Path(self.root))
-        analysis = analyse(project)
+        offered = shared(Path(self.root))  # built by the `flyte` target, which analysed already
+        project, analysis = offered if offered is not None else (None, None)
+        if project is None or analysis is None:
+            project = load_project(Path(self.root))
+            analysis = analyse(project)
         group = self.metadata.core.entry_points.setdefault(ENTRY_POINT_GROUP, {})
         group.update(entry_points(analysis.discovery))
 
@@ -76,7 +90,8 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         write_manifest(path, manifest)
         build_data["extra_metadata"][str(path)] = MANIFEST_NAME
         names = ", ".join(sorted(group)) or "none"
-        self.app.display_info(f"flyte: package {analysis.package}, environments: {names}")
+        package = analysis.package or "- (top-level modules)"
+        self.app.display_info(f"flyte: package {package}, environments: {names}")
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
         tmp = getattr(self, "_tmp", None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from hatch_flyte.image.docker.dockerfile import (
     write_deps_context,
 )
 from hatch_flyte.image.plan import IMAGE_ID_ENV, BaseInfo, ImagePlan, linux_platform
+from hatch_flyte.report import progress, step
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def connect() -> Any:
     except Exception as e:
         raise ImageError(
             f"no Docker engine answered at {_where()} ({e}). Start Docker, or point DOCKER_HOST at a running "
-            "engine; the wheel and the bundle of this build are written all the same"
+            "engine"
         ) from None
     return client
 
@@ -103,9 +105,9 @@ def inspect_base(client: Any, ref: str, python: str | None) -> BaseInfo:
     try:
         image = client.images.get(ref)
     except docker.errors.ImageNotFound:
-        log.info("pulling base image %s", ref)
         try:
-            image = client.images.pull(ref)
+            with step(f"pulled base image {ref}"):
+                image = client.images.pull(ref)
         except docker.errors.APIError as e:
             raise ImageError(
                 f"base image {ref!r} is not in the engine at {_where()} and cannot be pulled: "
@@ -308,9 +310,10 @@ def _ensure_deps_image(client: Any, plan: ImagePlan) -> None:
     except docker.errors.APIError as e:
         raise ImageError(f"the Docker engine cannot look up the image {ref}: {e.explanation or e}") from None
     else:
-        log.info("dependencies: %s (built before)", ref)
+        progress.info("dependencies: %s (built before)", ref)
         return
-    log.info("building the dependency image %s (%d files in the wheelhouse)", ref, len(plan.wheelhouse.files))
+    files = len(plan.wheelhouse.files)
+    progress.info("building the dependency image %s (%d files in the wheelhouse)", ref, files)
     with tempfile.TemporaryFile() as context:
         write_deps_context(plan, context)
         context.seek(0)
@@ -334,6 +337,12 @@ def _build(client: Any, context: IO[bytes], tag: str, platform: str) -> str:
 def _consume_build(stream: Iterable[Mapping[str, Any]], what: str = "the image build failed") -> str:
     image_id = None
     last_lines: list[str] = []
+    current: tuple[str, float] | None = None  # the step running, and since when
+
+    def finish() -> None:
+        if current is not None:
+            progress.info("%s (%.1fs)", current[0], time.perf_counter() - current[1])
+
     for chunk in stream:
         if "error" in chunk or "errorDetail" in chunk:
             detail = chunk.get("errorDetail") or {}
@@ -347,13 +356,28 @@ def _consume_build(stream: Iterable[Mapping[str, Any]], what: str = "the image b
                     last_lines.append(line)
                     log.debug("docker: %s", line)
                     if line.startswith("Step "):
-                        log.info("docker: %s", line)
+                        log.info(
+                            "docker: %s", line
+                        )  # as the engine says it (-v; the image benchmark reads it)
+                        finish()
+                        current = (_step_line(line), time.perf_counter())
         aux = chunk.get("aux")
         if isinstance(aux, Mapping) and "ID" in aux:
             image_id = aux["ID"]
+    finish()
     if image_id is None:
         raise ImageError("the Docker engine ended the build without an image id; see the output above")
     return str(image_id)
+
+
+def _step_line(line: str) -> str:
+    """``Step 3/7 : COPY --from=install /opt/venv /opt/venv`` -> ``docker: [3/7] COPY ...`` (shortened)."""
+    head, _, instruction = line.partition(" : ")
+    number = head.removeprefix("Step ").strip()
+    instruction = " ".join(instruction.split())
+    if len(instruction) > 80:
+        instruction = instruction[:77] + "..."
+    return f"docker: [{number}] {instruction}"
 
 
 def registry_auth(registry: str) -> dict[str, str] | None:
@@ -399,6 +423,7 @@ def push_tag(client: Any, ref: str, image_id: str | None = None) -> str:
             log.info("%s is in the registry already (%s): nothing to push", ref, found[:19])
             return found
     auth = registry_auth(registry)
+    started = time.perf_counter()
     try:
         stream = client.images.push(repo, tag=tag, stream=True, decode=True, auth_config=auth)
         digest = None
@@ -420,4 +445,5 @@ def push_tag(client: Any, ref: str, image_id: str | None = None) -> str:
         raise ImageError(f"pushing {ref} failed: {e}") from None
     if digest is None:
         raise ImageError(f"pushing {ref} ended without a digest from the registry")
+    progress.info("pushed %s (%.1fs)", ref, time.perf_counter() - started)
     return str(digest)

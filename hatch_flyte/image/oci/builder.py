@@ -41,6 +41,7 @@ from hatch_flyte.image.plan import (
     source_date_epoch,
 )
 from hatch_flyte.image.venv import VENV, VENV_PATH, Entry, install_wheels, staged_entries
+from hatch_flyte.report import step
 
 log = logging.getLogger(__name__)
 #: Bumped when the layers hatch-flyte writes change for the same inputs (invalidates cached layers).
@@ -100,8 +101,7 @@ class OciBackend(ImageBackend):
 
     def base(self, ref: str, python: str | None, platform: str | None) -> BaseInfo:
         platform = platform or host_platform_name()
-        with self._writing():
-            log.info("reading base image %s (%s)", ref, platform)
+        with self._writing(), step(f"base image {ref} ({platform})"):
             base = load_base(ref, platform, self.store, self.push_registry)
             base_python = _base_python(base, self.store, python, ref)
         if not base_python.has_tar:
@@ -140,7 +140,8 @@ class OciBackend(ImageBackend):
                 done = L.BlobStore(layout_out)
                 push_layout(done, done.read(manifest_digest), manifest_digest, repo, tags, base)
             return BuiltImage(config_digest, manifest_digest, archive=archive_out)
-        layers = _layers(plan, store, epoch, work)
+        with step("layers: dependencies, project wheel"):
+            layers = _layers(plan, store, epoch, work)
         config_doc = _config(base, plan, layers, ref, epoch, plan.platform)
         config_digest = store.put_bytes(L.canonical_json(config_doc))
         manifest_doc = L.image_manifest(
@@ -177,10 +178,11 @@ class OciBackend(ImageBackend):
                 ],
             }
         ]
-        with archive_tmp.open("wb") as out:
+        with step("wrote the docker-load archive"), archive_tmp.open("wb") as out:
             L.write_docker_archive(layout_dir, out, docker_manifest, epoch)
         if push:
-            push_layout(store, manifest, manifest_digest, repo, tags, base)
+            with step(f"pushed {repo}"):
+                push_layout(store, manifest, manifest_digest, repo, tags, base)
         _publish(layout_dir, layout_out, work)
         archive_tmp.replace(archive_out)
         if key is not None:
