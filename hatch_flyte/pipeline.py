@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hatch_flyte.bundle import Bundle, BundleOptions, build
-from hatch_flyte.discovery import DiscoveryResult, discover, loaded_module_files
+from hatch_flyte.discovery import DiscoveryResult, Environment, discover, loaded_module_files
 from hatch_flyte.errors import BundleError, DiscoveryError, HatchFlyteError, ImageError
 from hatch_flyte.manifest import make_manifest
 from hatch_flyte.project import Project, WorkspaceRootError, load_project
@@ -88,6 +89,30 @@ def entry_points(discovery: DiscoveryResult) -> dict[str, str]:
     return {
         e.name: f"{e.module}:{e.attribute}" for e in sorted(discovery.environments, key=_env_key) if e.name
     }
+
+
+def outside_wheel(discovery: DiscoveryResult, top_level: Iterable[str]) -> list[Environment]:
+    """Environments whose module lies in a top-level package or module the wheel does not hold."""
+    tops = set(top_level)
+    return [e for e in discovery.environments if e.module.split(".")[0] not in tops]
+
+
+def outside_wheel_message(envs: Sequence[Environment], wheel: str) -> str:
+    packages = ", ".join(sorted({e.module.split(".")[0] for e in envs}))
+    names = ", ".join(f"{e.name} ({e.ref})" for e in envs)
+    return (
+        f"the wheel {wheel} does not contain {packages}, where environment(s) {names} live: an installed "
+        "wheel (and an image made from it) cannot import them. Ship them in the wheel (hatch: "
+        "`packages`; uv_build: `module-name` as a list; setuptools: `packages`); the code bundle holds them"
+    )
+
+
+def wheel_top_level(wheel: Path) -> set[str]:
+    """Top-level packages and modules of a wheel file."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    tops = {n.split("/", 1)[0] for n in names}
+    return {t.removesuffix(".py") for t in tops if not t.endswith((".dist-info", ".data"))}
 
 
 def _env_key(env: Any) -> tuple[str, str]:
@@ -281,6 +306,11 @@ def build_artifacts(
             # The image needs the wheel; when it was not asked for, it is made aside and dropped.
             wheel_dir = outdir if "wheel" in wanted else Path(scratch)
             wheel = build_wheel(project.directory, wheel_dir, isolation=isolation)
+            outside = outside_wheel(analysis.discovery, wheel_top_level(wheel))
+            if outside and (strict or project.config.strict):
+                raise BuildError(outside_wheel_message(outside, wheel.name))
+            if outside:
+                log.warning("%s", outside_wheel_message(outside, wheel.name))
         bundle = None
         if "bundle" in wanted:
             if resolved is None:
@@ -309,6 +339,9 @@ def build_artifacts(
             from hatch_flyte.image import build_image
 
             try:
+                if outside:
+                    # The image runs the wheel's code: these environments would not import there.
+                    raise ImageError(outside_wheel_message(outside, wheel.name))
                 image = build_image(
                     project, wheel, metadata=metadata, source_files=source_files(project, resolved),
                     output_dir=outdir,

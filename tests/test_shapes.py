@@ -322,3 +322,33 @@ def test_workspace_member_manifest_names_the_dependency_distribution(built: dict
             "name": "ws_lib",
         }
     ]
+
+
+def test_environments_the_wheel_does_not_hold_are_named(tmp_path: Path, plugin_wheel: Path) -> None:
+    """Several packages in src/ but a backend told to ship one (uv_build's default module-name,
+    hatch's `packages`): the bundle holds every package, the wheel does not, and the builds say so
+    (the hook leaves the entry points that could never load out of the wheel)."""
+    files = dict(SHAPES["multi"])
+    pyproject = files.pop("pyproject.toml")
+    uv = write_shape(tmp_path / "uv", files, plugin_wheel)
+    (uv / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["uv_build>=0.8,<0.20"]\nbuild-backend = "uv_build"\n\n'
+        '[project]\nname = "multi-app"\nversion = "0.1.0"\ndependencies = ["flyte"]\n'
+    )
+    proc = hatch_flyte("build", str(uv), "--json", cwd=tmp_path)
+    assert (
+        "the wheel multi_app-0.1.0-py3-none-any.whl does not contain lib_steps, where environment(s) steps"
+        in (proc.stderr)
+    )
+    assert {e["name"] for e in json.loads(proc.stdout)["environments"]} == {"multi_app", "steps"}
+    proc = hatch_flyte("build", str(uv), "-t", "wheel,bundle,image", "--strict", cwd=tmp_path, ok=False)
+    assert proc.returncode == 1 and "does not contain lib_steps" in proc.stderr
+
+    hatch = write_shape(tmp_path / "hatch", files, plugin_wheel)
+    (hatch / "pyproject.toml").write_text(
+        pyproject.replace('"src/multi_app", "src/lib_models", "src/lib_steps"', '"src/multi_app"')
+    )
+    (wheel,) = _pip_wheel(hatch, tmp_path / "wheels")
+    eps, manifest = wheel_flyte_metadata(wheel)
+    assert eps == {"multi_app": "multi_app.pipeline:app_env"}
+    assert manifest is not None and {e["name"] for e in manifest["environments"]} == {"multi_app", "steps"}

@@ -8,6 +8,7 @@ bundle there (pip keeps nothing but the wheel from its build directory).
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,11 +18,21 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 from hatch_flyte import ENTRY_POINT_GROUP
 from hatch_flyte.bundle import BundleOptions
-from hatch_flyte.errors import ConfigError, HatchFlyteError
+from hatch_flyte.errors import ConfigError, DiscoveryError, HatchFlyteError
 from hatch_flyte.frontends.hatch.glue import app_logging, shared
 from hatch_flyte.manifest import MANIFEST_NAME, write_manifest
-from hatch_flyte.pipeline import NO_BUNDLE, analyse, bundle_for, entry_points, manifest_for
+from hatch_flyte.pipeline import (
+    NO_BUNDLE,
+    analyse,
+    bundle_for,
+    entry_points,
+    manifest_for,
+    outside_wheel,
+    outside_wheel_message,
+)
 from hatch_flyte.project import load_project
+
+log = logging.getLogger("hatch_flyte")
 
 _HOOK_OPTIONS = {
     "bundle-dir",
@@ -71,8 +82,21 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         if project is None or analysis is None:
             project = load_project(Path(self.root))
             analysis = analyse(project)
+        points = entry_points(analysis.discovery)
+        if version != "editable":
+            # An entry point into a module the wheel does not hold could never load.
+            files = self.build_config.builder.recurse_included_files()
+            tops = {Path(f.distribution_path).parts[0].removesuffix(".py") for f in files}
+            outside = outside_wheel(analysis.discovery, tops)
+            if outside:
+                message = outside_wheel_message(outside, "of this build")
+                if project.config.strict:
+                    raise DiscoveryError(f"{message} (an error with `strict = true`)")
+                log.warning("%s; left out of the entry points", message)
+                for env in outside:
+                    points.pop(env.name or "", None)
         group = self.metadata.core.entry_points.setdefault(ENTRY_POINT_GROUP, {})
-        group.update(entry_points(analysis.discovery))
+        group.update(points)
 
         bundle = None
         if bundle_dir is not None and version != "editable":
