@@ -53,8 +53,6 @@ class LocalDependency:
     #: The distribution name as the project's dependencies spell it.
     name: str
     directory: Path
-    #: How it is declared, for reports ("tool.uv.sources.my-lib").
-    declared_by: str
 
 
 @dataclass(frozen=True)
@@ -94,10 +92,6 @@ class Project:
         if parts and parts[-1] == "__init__":
             parts.pop()
         return ".".join(parts)
-
-    def top_level_names(self) -> list[str]:
-        """Import names of the packages and modules directly under the root (sorted)."""
-        return sorted({p.name for p in _packages_under(self.root_dir)} | set(_top_modules(self.root_dir)))
 
     def local_dependencies(self) -> list[LocalDependency]:
         """Dependencies built from local directories: uv workspace members and ``path`` sources."""
@@ -511,11 +505,10 @@ def _local_dependencies(project: Project) -> list[LocalDependency]:
     for name, source in sources.items():
         if not isinstance(source, Mapping) or normalize_name(str(name)) not in wanted:
             continue
-        key = f"tool.uv.sources.{name}"
         if isinstance(source.get("path"), str):
             path = (project.directory / source["path"]).resolve()
             if (path / PYPROJECT).is_file():
-                out.append(LocalDependency(str(name), path, key))
+                out.append(LocalDependency(str(name), path))
         elif source.get("workspace") is True:
             if workspace is None:
                 workspace = {}
@@ -530,7 +523,7 @@ def _local_dependencies(project: Project) -> list[LocalDependency]:
                             workspace[normalize_name(member_name)] = member
             path = workspace.get(normalize_name(str(name)))
             if path is not None and path != project.directory:
-                out.append(LocalDependency(str(name), path, key))
+                out.append(LocalDependency(str(name), path))
     return out
 
 
