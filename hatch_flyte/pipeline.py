@@ -280,7 +280,8 @@ def build_artifacts(
         raise BuildError(
             f"unknown build target(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TARGETS)}"
         )
-    if not backend and ("wheel" in wanted or "image" in wanted):
+    # A dependency-only image (include-project = false) is planned from pyproject.toml, no wheel.
+    if not backend and ("wheel" in wanted or ("image" in wanted and project.config.image.include_project)):
         raise BuildError(
             f"{project.pyproject} has no [build-system] table, so no backend can make the wheel "
             f"{'the image is built from' if 'image' in wanted else 'asked for'}; add one "
@@ -296,6 +297,7 @@ def build_artifacts(
     with tempfile.TemporaryDirectory(prefix="hatch-flyte-build-") as scratch:
         wheel = None
         metadata = None
+        outside: list[Environment] = []
         if "image" in wanted and "wheel" not in wanted and not project.config.image.include_project:
             from hatch_flyte.image import ProjectMetadata
 
@@ -339,7 +341,7 @@ def build_artifacts(
             from hatch_flyte.image import build_image
 
             try:
-                if outside:
+                if outside and wheel is not None and project.config.image.include_project:
                     # The image runs the wheel's code: these environments would not import there.
                     raise ImageError(outside_wheel_message(outside, wheel.name))
                 image = build_image(
