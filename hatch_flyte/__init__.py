@@ -12,7 +12,14 @@ from typing import Any
 
 from hatch_flyte.__about__ import __version__
 
-__all__ = ["ENTRY_POINT_GROUP", "InstalledEnvironment", "__version__", "installed_environments"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DeployResult",
+    "InstalledEnvironment",
+    "__version__",
+    "deploy",
+    "installed_environments",
+]
 
 ENTRY_POINT_GROUP = "flyte.environments"
 
@@ -45,3 +52,8 @@ def installed_environments() -> list[InstalledEnvironment]:
             InstalledEnvironment(ep.name, module.strip(), attribute.strip(), dist.name if dist else None, ep)
         )
     return sorted(found, key=lambda e: (e.name, e.module))
+
+
+# Bound last, and eagerly: importing the ``hatch_flyte.deploy`` wing sets the package attribute
+# ``deploy`` to the module, and this rebinds it to the function (flyte itself is imported lazily).
+from hatch_flyte.deploy import DeployResult, deploy  # noqa: E402

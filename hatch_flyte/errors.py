@@ -49,3 +49,7 @@ class BuildError(HatchFlyteError):
 
 class ImageError(HatchFlyteError):
     """An image could not be built, pushed or checked."""
+
+
+class DeployError(HatchFlyteError):
+    """Registering the built artifacts with Flyte failed, or was refused before anything was sent."""

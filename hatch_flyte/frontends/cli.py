@@ -1,4 +1,4 @@
-"""The ``hatch-flyte`` command: inspect and build Flyte artifacts outside hatch.
+"""The ``hatch-flyte`` command: inspect, build and deploy Flyte artifacts outside hatch.
 
 Exit status: 0 on success, 1 on a user error (the message says what and how to fix it), 2 on a
 usage error.
@@ -102,6 +102,36 @@ def _parser() -> argparse.ArgumentParser:
     bl.add_argument("--show-files", action="store_true", help="print the bundled files as a tree")
     bl.add_argument("--json", action="store_true", help="print the manifest")
     bl.set_defaults(func=_cmd_build)
+
+    d = sub.add_parser(
+        "deploy", parents=[common], help="register the built bundle/image with Flyte (no rebuild)"
+    )
+    d.add_argument(
+        "path",
+        nargs="?",
+        default="dist",
+        help="build output directory with flyte-manifest.json, or a project",
+    )
+    d.add_argument("--endpoint", help="Flyte endpoint (default: from the flyte config)")
+    d.add_argument("--insecure", action="store_true", default=None, help="connect without TLS")
+    d.add_argument("--org", help="organization (default: from the flyte config)")
+    d.add_argument("--project", help="project (default: from the flyte config)")
+    d.add_argument("--domain", help="domain (default: from the flyte config)")
+    d.add_argument("-c", "--config", help="flyte config file (default: found as flyte finds it)")
+    d.add_argument(
+        "--mode", choices=("fast", "full"), help="fast: bundle + image (default); full: image only"
+    )
+    d.add_argument("--version", dest="deploy_version", help="version of every task (default: from the build)")
+    d.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="[NAME=]URI",
+        help="URI for flyte.Image.from_ref_name(NAME), or without NAME for 'auto' environments",
+    )
+    d.add_argument("--dry-run", action="store_true", help="compute what would be registered; contact nothing")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.set_defaults(func=_cmd_deploy)
     return parser
 
 
@@ -286,6 +316,43 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from hatch_flyte.deploy import deploy, parse_images
+
+    result = deploy(
+        Path(args.path),
+        mode=args.mode,
+        version=args.deploy_version,
+        dry_run=args.dry_run,
+        images=parse_images(args.image),
+        endpoint=args.endpoint,
+        insecure=args.insecure,
+        org=args.org,
+        project=args.project,
+        domain=args.domain,
+        config=args.config,
+    )
+    if args.json:
+        _out(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        return 0
+    verb = "Would register" if result.dry_run else "Registered"
+    where = f"{result.project or '-'}/{result.domain or '-'}"
+    _out(f"{verb} {len(result.tasks)} tasks in {where}, version {result.version} ({result.mode} mode)")
+    if result.bundle is not None:
+        uri = result.bundle.uri or "not uploaded (dry run)"
+        _out(f"bundle  {result.bundle.name} -> {uri}")
+    _table([("ENVIRONMENT", "IMAGE", "FROM")] + [(e.name, e.image, e.source) for e in result.environments])
+    _table([("TASK", "ENVIRONMENT")] + [(t.task, t.env) for t in result.tasks])
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    _out()
+    for row in rows:
+        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 class _Formatter(logging.Formatter):

@@ -1,0 +1,613 @@
+"""``hatch-flyte deploy``: the built artifacts registered as they are, against a fake control plane
+that speaks flyte's real protocol to flyte's real client, and run by flyte's own runtime (``a0``).
+
+One fake control plane and one build serve the whole module; every test gets a fresh ``HOME``
+(flyte keeps caches under ``~/.flyte``) and a reset fake.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_control_plane import Running
+from flyte_oracle import oracle_env, tools_dir
+
+import hatch_flyte
+from hatch_flyte.cli import main
+from hatch_flyte.deploy import DeployResult
+from hatch_flyte.errors import DeployError
+from hatch_flyte.manifest import MANIFEST_NAME
+from hatch_flyte.pipeline import build_artifacts
+from hatch_flyte.project import load_project
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "example_projects"
+SCRIPT = Path(sys.executable).parent / "hatch-flyte"
+A0 = Path(sys.executable).parent / "a0"
+IMAGE = "127.0.0.1:5000/orbit-tools:1.2.0"
+CUDA = "127.0.0.1:5000/cuda-runtime:12"
+
+BODIES = {"earth": 1.0, "mars": 1.523679, "jupiter": 5.2044}
+
+ORBIT = {
+    "pyproject.toml": """\
+        [build-system]
+        requires = ["hatchling"]
+        build-backend = "hatchling.build"
+
+        [project]
+        name = "orbit-tools"
+        version = "1.2.0"
+        dependencies = ["flyte"]
+
+        [tool.hatch.build.targets.wheel]
+        packages = ["src/orbit"]
+        """,
+    "src/orbit/__init__.py": "",
+    "src/orbit/physics.py": """\
+        def period_days(semi_major_axis_au: float) -> float:
+            return round(365.256363004 * semi_major_axis_au**1.5, 3)
+        """,
+    "src/orbit/data/bodies.json": json.dumps(BODIES),
+    "src/orbit/flows.py": """\
+        import json
+        from pathlib import Path
+
+        import flyte
+
+        from orbit.physics import period_days
+
+        # Read at import time: the task only loads when the bundle carries its data.
+        BODIES = json.loads((Path(__file__).parent / "data" / "bodies.json").read_text())
+
+        base = flyte.TaskEnvironment(name="orbit_base")
+        flows = flyte.TaskEnvironment(name="orbit_flows", depends_on=[base])
+
+
+        @base.task
+        def period(body: str) -> float:
+            return period_days(BODIES[body])
+
+
+        @base.task
+        def fail(body: str) -> float:
+            raise ValueError(f"no such body: {body}")
+
+
+        @flows.task
+        async def table(bodies: list[str]) -> str:
+            return ", ".join(f"{b}={period(b)}" for b in bodies)
+        """,
+    "src/orbit/accel.py": """\
+        import flyte
+
+        gpu = flyte.TaskEnvironment(name="orbit_gpu", image=flyte.Image.from_ref_name("cuda"))
+        archive = flyte.TaskEnvironment(name="orbit_archive", image="127.0.0.1:5000/orbit-archive:7")
+
+
+        @gpu.task
+        def device() -> str:
+            return "cuda"
+
+
+        @archive.task
+        def keep(name: str) -> str:
+            return name
+        """,
+}
+TASKS = {
+    "orbit_base.period",
+    "orbit_base.fail",
+    "orbit_flows.table",
+    "orbit_gpu.device",
+    "orbit_archive.keep",
+}
+
+
+def write_project(directory: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    server = Running(tmp_path_factory.mktemp("object-store"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The orbit project built once (wheel + bundle + manifest); tests copy it before changing it."""
+    directory = write_project(tmp_path_factory.mktemp("orbit"), ORBIT)
+    out = directory / "dist"
+    build_artifacts(load_project(directory), out, ["wheel", "bundle"], isolation=False)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("FLYTE_API_KEY", "FLYTECTL_CONFIG", "UCTL_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture
+def cp(control_plane: Running) -> Running:
+    control_plane.state.reset()
+    return control_plane
+
+
+def connect(cp: Running) -> list[str]:
+    return ["--endpoint", cp.endpoint, "--insecure", "--org", "acme", "--project", "orbit", "--domain", "dev"]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def deploy_json(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict[str, Any] | None, str]:
+    code, out, err = run_cli(["deploy", *args, "--json"], capsys)
+    return code, (json.loads(out) if code == 0 else None), err
+
+
+def manifest(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / MANIFEST_NAME).read_text())
+
+
+def bundle_path(directory: Path) -> Path:
+    return directory / manifest(directory)["bundle"]["name"]
+
+
+def with_image(built: Path, where: Path, ref: str = IMAGE) -> Path:
+    """A copy of the build whose manifest also lists an image, as the image target writes it (the
+    registration needs only its name: no engine here)."""
+    shutil.copytree(built, where)
+    doc = manifest(where)
+    doc["image"] = {"ref": ref, "id": "sha256:" + "1" * 64, "digest": None, "backend": "docker"}
+    (where / MANIFEST_NAME).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return where
+
+
+def arg(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+# --- a real deploy against the fake control plane -----------------------------------------------
+
+
+def test_fast_deploy_uploads_the_built_bundle_once_and_registers_every_task(
+    built: Path, cp: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = cp.state
+    code, doc, err = deploy_json([str(built), *connect(cp), "--image", f"cuda={CUDA}"], capsys)
+    assert code == 0, err
+    assert doc is not None
+    data = bundle_path(built).read_bytes()
+
+    # flyte's protocol, in flyte's order: one upload location, one PUT, then one DeployTask per task.
+    methods = state.methods()
+    assert methods[:3] == ["SelectCluster", "CreateUploadLocation", "PUT"], methods
+    assert methods[3:] == ["DeployTask"] * len(TASKS)
+    (location,) = state.requests("CreateUploadLocation")
+    assert location.content_md5 == hashlib.md5(data).digest()
+    assert (location.project, location.domain, location.org) == ("orbit", "dev", "acme")
+    assert location.filename == bundle_path(built).name
+    (upload,) = state.uploads
+    assert upload.data == data
+    assert upload.content_md5 == base64.b64encode(hashlib.md5(data).digest()).decode()
+    uri = upload.path.as_uri()
+    assert doc["bundle"] == {
+        "name": bundle_path(built).name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "uri": uri,
+    }
+
+    registered = {req.task_id.name: req for req in state.requests("DeployTask")}
+    assert set(registered) == TASKS
+    images = {
+        "orbit_base": "ghcr.io/flyteorg/flyte:py{}.{}-v2.12.1".format(*sys.version_info[:2]),
+        "orbit_flows": "ghcr.io/flyteorg/flyte:py{}.{}-v2.12.1".format(*sys.version_info[:2]),
+        "orbit_gpu": CUDA,
+        "orbit_archive": "127.0.0.1:5000/orbit-archive:7",
+    }
+    for name, req in registered.items():
+        container = req.spec.task_template.container
+        args = list(container.args)
+        assert req.task_id.version == doc["version"]
+        assert (req.task_id.org, req.task_id.project, req.task_id.domain) == ("acme", "orbit", "dev")
+        assert arg(args, "--tgz") == uri and arg(args, "--dest") == ".", args
+        assert arg(args, "--version") == doc["version"]
+        assert container.image == images[name.split(".")[0]]
+    assert {t["task"]: t["args"] for t in doc["tasks"]} == {
+        n: list(r.spec.task_template.container.args) for n, r in registered.items()
+    }
+    sources = {e["name"]: e["source"] for e in doc["environments"]}
+    assert sources == {
+        "orbit_base": "flyte default",
+        "orbit_flows": "flyte default",
+        "orbit_gpu": "--image cuda",
+        "orbit_archive": "environment",
+    }
+
+    # The same build again: the same version, flyte's "already exists" is success, nothing new.
+    code, again, err = deploy_json([str(built), *connect(cp), "--image", f"cuda={CUDA}"], capsys)
+    assert code == 0, err
+    assert again == doc
+    assert len(state.tasks) == len(TASKS)
+    assert len(state.requests("DeployTask")) == 2 * len(TASKS)
+
+
+def test_full_mode_uploads_nothing_and_runs_on_the_manifest_image(
+    built: Path, cp: Running, tmp_path: Path
+) -> None:
+    dist = with_image(built, tmp_path / "dist")
+    result = hatch_flyte.deploy(
+        dist,
+        mode="full",
+        images={"cuda": CUDA},
+        endpoint=cp.endpoint,
+        insecure=True,
+        org="acme",
+        project="orbit",
+        domain="dev",
+    )
+    assert isinstance(result, DeployResult)
+    assert result.mode == "full" and result.bundle is None
+    assert "CreateUploadLocation" not in cp.state.methods() and cp.state.uploads == []
+    by_env = {e.name: e for e in result.environments}
+    assert by_env["orbit_base"].image == IMAGE and by_env["orbit_base"].source == "manifest"
+    for req in cp.state.requests("DeployTask"):
+        args = list(req.spec.task_template.container.args)
+        assert "--tgz" not in args and "--dest" not in args
+        if req.task_id.name.startswith(("orbit_base.", "orbit_flows.")):
+            assert req.spec.task_template.container.image == IMAGE
+    assert {t.task for t in result.tasks} == TASKS
+
+    fast = hatch_flyte.deploy(dist, images={"cuda": CUDA}, dry_run=True)
+    assert fast.mode == "fast" and fast.version != result.version  # the mode is part of the version
+
+
+# --- flyte's own runtime runs what was registered -------------------------------------------------
+
+_IO = r"""
+import asyncio, json, sys
+from pathlib import Path
+
+import flyte
+from flyte.models import NativeInterface
+from flyte._internal.runtime.convert import convert_from_native_to_inputs, convert_outputs_to_native
+from flyte._internal.runtime.io import load_error, load_outputs, upload_inputs
+
+# The registered task's signature: this interpreter has flyte but not the project.
+def period(body: str) -> float: ...
+
+iface = NativeInterface.from_callable(period)
+mode, where = sys.argv[1], Path(sys.argv[2])
+if mode == "write":
+    inputs = asyncio.run(convert_from_native_to_inputs(iface, **json.loads(sys.argv[3])))
+    asyncio.run(upload_inputs(inputs, str(where)))
+else:
+    if (where / "error.pb").exists():
+        err = asyncio.run(load_error(str(where / "error.pb")))
+        print(json.dumps({"error": err.message}))
+    else:
+        outputs = asyncio.run(load_outputs(str(where / "outputs.pb")))
+        print(json.dumps({"value": asyncio.run(convert_outputs_to_native(iface, outputs))}))
+"""
+
+
+def run_a0(args: list[str], inputs: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Run the registered container args with flyte's ``a0`` in an empty working directory, as a pod
+    does; returns the decoded output or error."""
+    for d in ("workdir", "outputs", "raw", "checkpoint"):
+        (work / d).mkdir(parents=True)
+    env = oracle_env(
+        tools_dir(work / "tools", ("tar", "gzip")),
+        {
+            "_U_ORG_NAME": "acme",
+            "FLYTE_INTERNAL_EXECUTION_PROJECT": "orbit",
+            "FLYTE_INTERNAL_EXECUTION_DOMAIN": "dev",
+            "RUN_NAME": "r1",
+            "ACTION_NAME": "a0",
+            "_U_RUN_BASE": str(work / "runs"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        },
+    )
+    subprocess.run(
+        [sys.executable, "-c", _IO, "write", str(work / "inputs.pb"), json.dumps(inputs)],
+        env=env, check=True, cwd=work, capture_output=True,
+    )  # fmt: skip
+    values = {
+        "{{.input}}": str(work / "inputs.pb"),
+        "{{.outputPrefix}}": str(work / "outputs"),
+        "{{.rawOutputDataPrefix}}": str(work / "raw"),
+        "{{.checkpointOutputPrefix}}": str(work / "checkpoint"),
+        "{{.prevCheckpointPrefix}}": "",
+        "{{.runName}}": "r1",
+        "{{.actionName}}": "a0",
+        "{{.runStartTime}}": "2026-01-01T00:00:00Z",
+    }
+    argv = [values.get(a, a) for a in args]
+    assert argv[0] == "a0"
+    proc = subprocess.run(
+        [str(A0), *argv[1:]], env=env, cwd=work / "workdir", capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]  # a0 exits 0 even when the task raised
+    out = subprocess.run(
+        [sys.executable, "-c", _IO, "read", str(work / "outputs")],
+        env=env, check=True, cwd=work, capture_output=True, text=True,
+    )  # fmt: skip
+    return dict(json.loads(out.stdout))
+
+
+def test_flyte_runtime_runs_the_registered_task_from_the_uploaded_bundle(
+    built: Path, cp: Running, tmp_path: Path
+) -> None:
+    result = hatch_flyte.deploy(
+        built, images={"cuda": CUDA}, endpoint=cp.endpoint, insecure=True, project="orbit", domain="dev", org="acme"
+    )  # fmt: skip
+    registered = {req.task_id.name: list(req.spec.task_template.container.args) for req in cp.state.requests("DeployTask")}
+    (upload,) = cp.state.uploads
+    assert arg(registered["orbit_base.period"], "--tgz") == upload.path.as_uri() == result.bundle.uri  # type: ignore[union-attr]
+
+    got = run_a0(registered["orbit_base.period"], {"body": "mars"}, tmp_path / "period")
+    assert got == {"value": round(365.256363004 * BODIES["mars"] ** 1.5, 3)}
+    # The task ran from the bundle flyte downloaded into the working directory.
+    workdir = tmp_path / "period" / "workdir"
+    assert (workdir / "orbit/flows.py").read_bytes() == (built.parent / "src/orbit/flows.py").read_bytes()
+    assert (workdir / upload.path.name).read_bytes() == bundle_path(built).read_bytes()
+
+    failed = run_a0(registered["orbit_base.fail"], {"body": "pluto"}, tmp_path / "fail")
+    assert "no such body: pluto" in failed["error"]
+
+
+# --- the dry run equals what flyte itself would register -------------------------------------
+
+_FLYTE_DRY_RUN = r"""
+import importlib, json, sys
+from pathlib import Path
+
+import flyte
+
+spec = json.loads(sys.argv[1])
+root = Path(spec["root"])
+sys.path.insert(0, str(root))
+flyte.init(endpoint="dns:///127.0.0.1:9", insecure=True, org="acme", project="orbit", domain="dev",
+           root_dir=root, images=spec["images"])
+envs = [getattr(importlib.import_module(m), a) for m, a in spec["environments"]]
+tasks = []
+for deployment in flyte.deploy(*envs, dry_run=True, version=spec["version"]):
+    for env in deployment.envs.values():
+        for entity in env.deployed_entities:
+            t = entity.deployed_task.task_template
+            tasks.append({"env": env.env.name, "task": t.id.name, "image": t.container.image,
+                          "args": list(t.container.args)})
+print(json.dumps(tasks))
+"""
+
+
+def flyte_dry_run(root: Path, doc: dict[str, Any], envs: list[dict[str, Any]], images: dict[str, str], work: Path) -> list[dict[str, Any]]:  # fmt: skip
+    spec = {
+        "root": str(root),
+        "images": images,
+        "version": doc["version"],
+        "environments": [(e["module"], e["attribute"]) for e in envs],
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    env = oracle_env(tools_dir(work / "tools"), {"HOME": str(work)})
+    proc = subprocess.run(
+        [sys.executable, "-c", _FLYTE_DRY_RUN, json.dumps(spec)],
+        cwd=work, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return list(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def without_bundle_uri(args: list[str]) -> list[str]:
+    i = args.index("--tgz")
+    return [*args[: i + 1], "<bundle>", *args[i + 2 :]]
+
+
+@pytest.mark.parametrize(
+    "name", ["orbit", "weather_pipeline", "ml_platform", "setuptools_etl", "dynamic_envs"]
+)
+def test_dry_run_registers_what_flyte_deploy_would(
+    name: str, built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = {"default": IMAGE}
+    if name == "orbit":
+        dist = built
+        images["cuda"] = CUDA
+    else:
+        project = tmp_path / name
+        shutil.copytree(EXAMPLES / name, project, ignore=shutil.ignore_patterns("dist", "__pycache__"))
+        dist = tmp_path / "dist"
+        build_artifacts(load_project(project), dist, ["bundle"])
+    args = [str(dist), "--dry-run", "--project", "orbit", "--domain", "dev", "--org", "acme"]
+    for ref, uri in images.items():
+        args += ["--image", uri if ref == "default" else f"{ref}={uri}"]
+    code, doc, err = deploy_json(args, capsys)
+    assert code == 0, err
+    assert doc is not None and doc["bundle"]["uri"] is None
+    assert all(arg(t["args"], "--tgz") == str(bundle_path(dist)) for t in doc["tasks"])
+
+    m = manifest(dist)
+    root = (dist.parent / m["root_dir"]) if name == "orbit" else (tmp_path / name / m["root_dir"])
+    theirs = flyte_dry_run(root, doc, m["environments"], images, tmp_path / "oracle")
+    ours = [{**t, "args": without_bundle_uri(t["args"])} for t in doc["tasks"]]
+    theirs = sorted(
+        ({**t, "args": without_bundle_uri(t["args"])} for t in theirs), key=lambda t: (t["env"], t["task"])
+    )
+    assert ours == theirs
+    assert ours, "no tasks"
+
+
+# --- versions ----------------------------------------------------------------------------------
+
+
+def test_default_version_is_stable_across_processes_and_changes_with_code_image_and_mode(
+    built: Path, tmp_path: Path
+) -> None:
+    def version(path: Path, *extra: str) -> str:
+        proc = subprocess.run(
+            [str(SCRIPT), "deploy", str(path), "--dry-run", "--json", "--image", f"cuda={CUDA}", *extra],
+            capture_output=True, text=True, check=False, env={**os.environ, "PYTHONHASHSEED": "random"},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return str(json.loads(proc.stdout)["version"])
+
+    first = version(built)
+    assert version(built) == first  # another process, another hash seed
+    other_image = version(built, "--image", "127.0.0.1:5000/other:1")
+    assert other_image != first
+
+    changed = tmp_path / "changed"
+    write_project(changed, {**ORBIT, "src/orbit/physics.py": ORBIT["src/orbit/physics.py"] + "\n# v2\n"})
+    build_artifacts(load_project(changed), changed / "dist", ["bundle"])
+    assert version(changed / "dist") != first
+
+    explicit = hatch_flyte.deploy(built, version="release-7", images={"cuda": CUDA}, dry_run=True)
+    assert explicit.version == "release-7"
+    assert all(arg(list(t.args), "--version") == "release-7" for t in explicit.tasks)
+
+
+# --- faults: exit 1 with a message that says what, where and how; nothing sent -------------------
+
+
+def copy_build(built: Path, where: Path) -> Path:
+    shutil.copytree(built, where)
+    return where
+
+
+def test_tampered_or_missing_artifacts_are_refused_before_anything_is_sent(
+    built: Path, cp: Running, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tampered = copy_build(built, tmp_path / "tampered")
+    bundle = bundle_path(tampered)
+    data = bytearray(bundle.read_bytes())
+    data[-10] ^= 0xFF
+    bundle.write_bytes(bytes(data))
+    code, out, err = run_cli(["deploy", str(tampered), *connect(cp)], capsys)
+    assert code == 1 and out == ""
+    assert str(bundle) in err and "does not match" in err and "nothing was sent" in err
+
+    missing = copy_build(built, tmp_path / "missing")
+    wheel = next(missing.glob("*.whl"))
+    wheel.unlink()
+    code, _, err = run_cli(["deploy", str(missing), *connect(cp)], capsys)
+    assert code == 1 and str(wheel) in err and "missing" in err
+    assert cp.state.calls == []
+
+    code, _, err = run_cli(["deploy", str(tmp_path / "nothing-here"), *connect(cp)], capsys)
+    assert code == 1 and "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["deploy", str(tmp_path / "empty")], capsys)
+    assert code == 1 and MANIFEST_NAME in err and "build first" in err
+
+
+def test_upload_refused_registers_nothing(built: Path, cp: Running, capsys: pytest.CaptureFixture[str]) -> None:
+    cp.state.refuse_upload = True
+    code, out, err = run_cli(["deploy", str(built), *connect(cp), "--image", f"cuda={CUDA}"], capsys)
+    assert code == 1 and out == ""
+    assert "uploading" in err and bundle_path(built).name in err and "nothing was registered" in err
+    assert "PUT" in cp.state.methods() and "DeployTask" not in cp.state.methods()
+
+
+def test_deploy_failing_half_way_says_what_was_registered(
+    built: Path, cp: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cp.state.fail_deploy_after = 2
+    code, _, err = run_cli(["deploy", str(built), *connect(cp), "--image", f"cuda={CUDA}"], capsys)
+    assert code == 1
+    registered = sorted(key[3] for key in cp.state.tasks)
+    assert len(registered) == 2
+    assert f"3 of {len(TASKS)} tasks could not be registered" in err
+    assert f"Registered: {', '.join(registered)}." in err or f"Registered: {', '.join(reversed(registered))}." in err
+    assert "INTERNAL: injected failure" in err and "deploy again with the same version" in err
+
+    # Deploying again finishes the job: the two already there count as done.
+    cp.state.fail_deploy_after = None
+    code, _, err = run_cli(["deploy", str(built), *connect(cp), "--image", f"cuda={CUDA}"], capsys)
+    assert code == 0, err
+    assert {key[3] for key in cp.state.tasks} == TASKS
+
+
+def test_unreachable_control_plane(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--endpoint", f"dns:///127.0.0.1:{port}", "--insecure", "--project", "p", "--domain", "d"]
+    code, out, err = run_cli(["deploy", str(built), *args, "--image", f"cuda={CUDA}"], capsys)
+    assert code == 1 and out == ""
+    assert "uploading" in err and "nothing was registered" in err
+
+
+def test_environment_that_no_longer_loads_is_named(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dist = copy_build(built, tmp_path / "dist")
+    doc = manifest(dist)
+    gone = next(e for e in doc["environments"] if e["name"] == "orbit_flows")
+    gone["attribute"] = "renamed"
+    (dist / MANIFEST_NAME).write_text(json.dumps(doc))
+    code, _, err = run_cli(["deploy", str(dist), "--dry-run"], capsys)
+    assert code == 1
+    assert "'orbit_flows' (orbit.flows:renamed" in err and "no attribute 'renamed'" in err
+
+
+def test_usage_and_configuration_errors(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["deploy", str(built), "--mode", "slow"])
+    assert exc.value.code == 2
+    capsys.readouterr()
+
+    code, _, err = run_cli(["deploy", str(built), "--mode", "full", "--dry-run"], capsys)
+    assert code == 1 and "needs an image" in err and "key 'image'" in err
+
+    code, _, err = run_cli(["deploy", str(built), "--dry-run"], capsys)  # no --image cuda=...
+    assert code == 1 and "'orbit_gpu'" in err and "--image cuda=URI" in err
+
+    with pytest.raises(DeployError, match="does not exist"):
+        hatch_flyte.deploy(built, dry_run=True, config=tmp_path / "nope.yaml")
+
+
+def test_unsupported_flyte_version_is_refused(built: Path, tmp_path: Path) -> None:
+    """Another flyte's metadata first on sys.path: the version check reads what is installed."""
+    shadow = tmp_path / "shadow" / "flyte-2.13.0.dist-info"
+    shadow.mkdir(parents=True)
+    (shadow / "METADATA").write_text("Metadata-Version: 2.1\nName: flyte\nVersion: 2.13.0\n")
+    proc = subprocess.run(
+        [str(SCRIPT), "deploy", str(built), "--dry-run"],
+        capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(shadow.parent)},
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "flyte 2.13.0 is installed" in proc.stderr and ">=2.12.1,<2.13" in proc.stderr
+
+
+def test_dry_run_contacts_nothing_and_prints_a_table(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(["deploy", str(built.parent), "--dry-run", "--image", f"cuda={CUDA}"], capsys)
+    assert code == 0, err
+    assert f"Would register {len(TASKS)} tasks" in out and "not uploaded (dry run)" in out
+    assert "orbit_gpu" in out and CUDA in out and "--image cuda" in out
