@@ -152,9 +152,10 @@ def deploy(
         config=Path(config) if config is not None else None,
     )
     bundle = target.bundle if chosen == "fast" else None
-    with loading.code_root(target) as root, loading.environments(
-        root, target.environments, target.manifest_path
-    ) as envs:
+    with (
+        loading.code_root(target) as root,
+        loading.environments(root, target.environments, target.manifest_path) as envs,
+    ):
         registration = _flyte.register(
             envs,
             root=root,

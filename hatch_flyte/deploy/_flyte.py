@@ -157,7 +157,7 @@ def register(
     from flyte.syncify import syncify
 
     run = syncify(_register)
-    return run(  # type: ignore[no-any-return]
+    return run(
         list(envs),
         bundle=bundle,
         version=version,
@@ -294,7 +294,7 @@ async def _image_cache(
                 out[name] = EnvironmentImage(name, str(image), "environment")
         lookup.update(direct)
         for name, image in to_build:
-            if dry_run or image.base_image and not image._layers:
+            if dry_run or (image.base_image and not image._layers):
                 uri = image.uri
             else:
                 try:
@@ -324,9 +324,7 @@ async def _upload(bundle: Path) -> tuple[str, str]:
     try:
         md5, uri = await upload_file.aio(bundle)
     except Exception as e:
-        raise DeployError(
-            f"uploading {bundle.name} failed: {_describe(e)}; nothing was registered"
-        ) from None
+        raise DeployError(f"uploading {bundle.name} failed: {_describe(e)}; nothing was registered") from None
     return str(md5), str(uri)
 
 
