@@ -633,3 +633,22 @@ def test_dry_run_contacts_nothing_and_prints_a_table(built: Path, capsys: pytest
     assert code == 0, err
     assert f"Would register {len(TASKS)} tasks" in out and "not uploaded (dry run)" in out
     assert "orbit_gpu" in out and CUDA in out and "--image cuda" in out
+
+
+def test_bundle_reader_reads_what_tarfile_reads(built: Path, tmp_path: Path) -> None:
+    """The deploy's own tar reader against :mod:`tarfile`, on a bundle with a pax long name."""
+    import gzip
+    import tarfile
+
+    from hatch_flyte.bundle import BundleOptions, build
+    from hatch_flyte.deploy.loading import _tar_files
+
+    deep = tmp_path / "tree" / ("very_long_directory_name_" * 5) / "pkg"
+    deep.mkdir(parents=True)
+    (deep / "module.py").write_text("X = 1\n")
+    (deep / "data.bin").write_bytes(bytes(range(256)) * 9)
+    for path in (bundle_path(built), build(tmp_path / "tree", tmp_path / "out", BundleOptions()).path):
+        with tarfile.open(path, "r:gz") as tf:
+            expected = [(m.name, tf.extractfile(m).read()) for m in tf]  # type: ignore[union-attr]
+        with gzip.open(path, "rb") as f:
+            assert list(_tar_files(f)) == expected

@@ -158,7 +158,7 @@ def deploy(
     ):
         registration = _flyte.register(
             envs,
-            root=root,
+            root=root.path,
             bundle=bundle.path if bundle else None,
             version=version_for,
             images=given,

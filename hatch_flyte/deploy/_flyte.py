@@ -306,6 +306,14 @@ async def _image_cache(
             lookup[name] = uri
             default = isinstance(plan.envs[name].image, str)
             out[name] = EnvironmentImage(name, uri, "flyte default" if default else "environment")
+    fallback = sorted(e.name for e in out.values() if e.source == "flyte default")
+    if fallback:
+        log.warning(
+            "%s: image 'auto', and the build made no image and none was given: the tasks run on "
+            "flyte's default image, without the project's dependencies (build the image target, or "
+            "pass --image URI)",
+            ", ".join(fallback),
+        )
     cache = ImageCache(image_lookup=lookup)
     return cache, sorted(out.values(), key=lambda e: e.name)
 
