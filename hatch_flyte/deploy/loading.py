@@ -94,12 +94,11 @@ def _tar_files(f: IO[bytes]) -> Iterator[tuple[str, bytes]]:
         header = f.read(_BLOCK)
         if len(header) < _BLOCK or header == bytes(_BLOCK):
             return
-        if tarfile.calc_chksums(header)[0] != int(header[148:156].strip(b"\0 ") or b"0", 8):
+        # The checksum counts its own eight bytes as spaces.
+        if sum(header[:148]) + 256 + sum(header[156:]) != int(header[148:156].strip(b"\0 ") or b"0", 8):
             raise tarfile.TarError("bad tar header checksum")
-        if b"size" in pax:  # decimal in a pax record, octal in the header
-            size = int(pax[b"size"])
-        else:
-            size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        # Decimal in a pax record, octal in the header.
+        size = int(pax[b"size"]) if b"size" in pax else int(header[124:136].strip(b"\0 ") or b"0", 8)
         data = f.read(size)
         if len(data) < size:
             raise EOFError("the tar stream ends inside a member")
