@@ -7,7 +7,7 @@ their ``depends_on``), ``_deploy_task`` (translate one task to its ``TaskSpec`` 
 tasks carry in ``--image-cache``) and the CLI's configuration loader (``CLIConfig.init``: config file,
 environment variables, ``FLYTE_API_KEY``, overrides), so that the connection is found exactly as
 ``flyte`` finds it and credentials stay flyte's business. The upload is flyte's public
-``flyte.remote.upload_file``.
+``flyte.remote.upload_file``, with a handler on its progress hook (``report_uploads``).
 
 Private API changes without notice, so this module runs only with the flyte versions it was
 tested with (:data:`SUPPORTED`); anything else is refused with a clear error before flyte is
@@ -326,11 +326,31 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+class _Progress:
+    """An upload progress handler for flyte's ``report_uploads`` hook.
+
+    With a handler installed, flyte streams the file in 1 MiB chunks; without one it hands httpx
+    the aiofiles object, which yields the file line by line (a 27 MiB bundle then takes ~12 s to
+    send on loopback instead of ~0.5 s). Progress goes to the log (``-v``).
+    """
+
+    def start(self, key: str, *, name: str, phase: str, total: int) -> None:
+        log.info("%s %s (%d bytes)", phase, name, total)
+
+    def advance(self, key: str, size: int) -> None:
+        pass
+
+    def finish(self, key: str, *, failed: bool = False) -> None:
+        log.debug("%s: %s", key, "failed" if failed else "done")
+
+
 async def _upload(bundle: Path) -> tuple[str, str]:
     from flyte.remote import upload_file
+    from flyte.remote._progress import report_uploads
 
     try:
-        md5, uri = await upload_file.aio(bundle)
+        with report_uploads(_Progress()):
+            md5, uri = await upload_file.aio(bundle)
     except Exception as e:
         raise DeployError(f"uploading {bundle.name} failed: {_describe(e)}; nothing was registered") from None
     return str(md5), str(uri)
