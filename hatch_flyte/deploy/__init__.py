@@ -11,6 +11,7 @@ The files the manifest lists are verified against their sha256 before anything i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ __all__ = [
     "deploy",
     "parse_images",
 ]
+
+log = logging.getLogger("hatch_flyte")
 
 Mode = Literal["fast", "full"]
 MODES = ("fast", "full")
@@ -135,6 +138,8 @@ def deploy(
             f"{target.manifest_path} lists no environments to deploy"
             + (f" ({len(target.unresolved)} unresolved by static discovery)" if target.unresolved else "")
         )
+    for item in target.unresolved:
+        log.warning("not deployed (static discovery could not resolve it at build time): %s", item)
     from hatch_flyte.deploy import _flyte, loading
 
     _flyte.check_flyte()
