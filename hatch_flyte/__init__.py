@@ -1,7 +1,8 @@
 """hatch-flyte: package Flyte 2 code from the project's own build.
 
 The core (``config``, ``project``, ``manifest``, ``pipeline``) drives the wings ``discovery``,
-``bundle`` and ``image``; ``frontends`` (hatch, setuptools, the CLI) are thin adapters over it.
+``bundle`` and ``image``; ``deploy`` registers what a build wrote with Flyte
+(:func:`hatch_flyte.deploy`); ``frontends`` (hatch, setuptools, the CLI) are thin adapters over it.
 """
 
 from __future__ import annotations

@@ -288,6 +288,16 @@ def test_full_mode_uploads_nothing_and_runs_on_the_manifest_image(
     fast = hatch_flyte.deploy(dist, images={"cuda": CUDA}, dry_run=True)
     assert fast.mode == "fast" and fast.version != result.version  # the mode is part of the version
 
+    # A build without a bundle (wheel + image): full mode by default, environments from the wheel.
+    doc = manifest(dist)
+    (dist / doc["bundle"]["name"]).unlink()
+    doc["bundle"] = None
+    doc["artifacts"] = [a for a in doc["artifacts"] if a["kind"] != "bundle"]
+    (dist / MANIFEST_NAME).write_text(json.dumps(doc))
+    wheel_only = hatch_flyte.deploy(dist, images={"cuda": CUDA}, dry_run=True)
+    assert wheel_only.mode == "full" and wheel_only.version == result.version
+    assert [(t.task, t.args) for t in wheel_only.tasks] == [(t.task, t.args) for t in result.tasks]
+
 
 # --- flyte's own runtime runs what was registered -------------------------------------------------
 

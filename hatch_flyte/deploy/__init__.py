@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING
 
-from hatch_flyte.deploy._flyte import SUPPORTED, Connection, EnvironmentImage, RegisteredTask
-from hatch_flyte.deploy.target import Target, load_target
-from hatch_flyte.deploy.version import default_version
+from hatch_flyte.deploy.result import (
+    Connection,
+    DeployedBundle,
+    DeployResult,
+    EnvironmentImage,
+    Mode,
+    RegisteredTask,
+)
 from hatch_flyte.errors import DeployError
 
+if TYPE_CHECKING:
+    from hatch_flyte.deploy.target import Target
+
 __all__ = [
-    "SUPPORTED",
     "Connection",
     "DeployResult",
     "DeployedBundle",
@@ -35,56 +41,7 @@ __all__ = [
 
 log = logging.getLogger("hatch_flyte")
 
-Mode = Literal["fast", "full"]
 MODES = ("fast", "full")
-
-
-@dataclass(frozen=True)
-class DeployedBundle:
-    """The code bundle of a fast deploy; ``uri`` is where it was uploaded (None in a dry run)."""
-
-    name: str
-    sha256: str
-    uri: str | None
-    path: Path
-
-
-@dataclass(frozen=True)
-class DeployResult:
-    """What :func:`deploy` registered (or, in a dry run, would register)."""
-
-    version: str
-    mode: Mode
-    dry_run: bool
-    image: str | None
-    bundle: DeployedBundle | None
-    environments: tuple[EnvironmentImage, ...]
-    tasks: tuple[RegisteredTask, ...]
-    project: str | None
-    domain: str | None
-    manifest: Path
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``--json`` document."""
-        return {
-            "version": self.version,
-            "mode": self.mode,
-            "dry_run": self.dry_run,
-            "project": self.project,
-            "domain": self.domain,
-            "image": self.image,
-            "bundle": (
-                {"name": self.bundle.name, "sha256": self.bundle.sha256, "uri": self.bundle.uri}
-                if self.bundle
-                else None
-            ),
-            "environments": [
-                {"name": e.name, "image": e.image, "source": e.source} for e in self.environments
-            ],
-            "tasks": [
-                {"env": t.env, "task": t.task, "image": t.image, "args": list(t.args)} for t in self.tasks
-            ],
-        }
 
 
 def parse_images(values: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -129,6 +86,10 @@ def deploy(
     Raises :class:`hatch_flyte.errors.DeployError` (nothing is sent when the manifest, its files or
     the environments are not as built).
     """
+    from hatch_flyte.deploy import _flyte, loading
+    from hatch_flyte.deploy.target import load_target
+    from hatch_flyte.deploy.version import default_version
+
     target = load_target(Path(path))
     chosen = _mode(target, mode)
     if version is not None and not version.strip():
@@ -140,8 +101,6 @@ def deploy(
         )
     for item in target.unresolved:
         log.warning("not deployed (static discovery could not resolve it at build time): %s", item)
-    from hatch_flyte.deploy import _flyte, loading
-
     _flyte.check_flyte()
     given = dict(images or {})
 

@@ -25,9 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from packaging.specifiers import SpecifierSet
-from packaging.version import InvalidVersion, Version
-
+from hatch_flyte.deploy.result import Connection, EnvironmentImage, RegisteredTask
 from hatch_flyte.errors import DeployError
 
 #: flyte versions this module is tested with (the ``deploy`` extra pins the same range).
@@ -41,6 +39,9 @@ log = logging.getLogger("hatch_flyte")
 
 def check_flyte() -> str:
     """The installed flyte version; a :class:`DeployError` when it is missing or unsupported."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
     try:
         found = metadata.version("flyte")
     except metadata.PackageNotFoundError:
@@ -59,35 +60,6 @@ def check_flyte() -> str:
             f"install a supported flyte: pip install 'flyte{SUPPORTED}'"
         )
     return found
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Overrides of flyte's own configuration; ``None`` keeps what flyte finds."""
-
-    endpoint: str | None = None
-    insecure: bool | None = None
-    org: str | None = None
-    project: str | None = None
-    domain: str | None = None
-    config: Path | None = None
-
-
-@dataclass(frozen=True)
-class EnvironmentImage:
-    """The image an environment's tasks are registered with, and where it came from."""
-
-    name: str
-    image: str
-    source: str
-
-
-@dataclass(frozen=True)
-class RegisteredTask:
-    env: str
-    task: str
-    image: str
-    args: tuple[str, ...]
 
 
 @dataclass(frozen=True)
