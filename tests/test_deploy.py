@@ -607,6 +607,21 @@ def test_environment_that_no_longer_loads_is_named(
     assert "'orbit_flows' (orbit.flows:renamed" in err and "no attribute 'renamed'" in err
 
 
+def test_bundle_without_a_file_the_code_reads_is_refused(tmp_path: Path) -> None:
+    """The environments load from the bundle alone: loaded-modules leaves the data file out, and
+    the deploy says so before registering tasks that would fail in the pod."""
+    settings = '\n[tool.flyte.bundle]\ncopy-style = "loaded-modules"\n'
+    project = write_project(tmp_path / "p", ORBIT)
+    with (project / "pyproject.toml").open("a") as f:
+        f.write(settings)
+    build_artifacts(load_project(project), project / "dist", ["bundle"])
+    with pytest.raises(DeployError) as exc:
+        hatch_flyte.deploy(project / "dist", images={"cuda": CUDA}, dry_run=True)
+    message = str(exc.value)
+    assert "'orbit_base' (orbit.flows:base" in message and "does not load from the build" in message
+    assert "bodies.json" in message and "include" in message
+
+
 def test_usage_and_configuration_errors(
     built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -242,8 +242,10 @@ def _load(spec: EnvironmentSpec, root: Path, manifest: Path) -> Any:
         module = importlib.import_module(spec.module)
     except Exception as e:
         raise DeployError(
-            f"{label} no longer loads: importing {spec.module} from the build failed with "
-            f"{type(e).__name__}: {e}. Install what it imports, or rebuild if the code moved"
+            f"{label} does not load from the build: importing {spec.module} failed with "
+            f"{type(e).__name__}: {e}. Only the build's own files are used (as in the pod): install "
+            "the packages it imports here, and have the bundle hold the files it reads "
+            "(`[tool.flyte.bundle] include`)"
         ) from None
     if not _under(module, root):
         raise DeployError(
