@@ -153,7 +153,10 @@ async def _register(
     from flyte._task_environment import TaskEnvironment
     from flyte.models import CodeBundle, SerializationContext
 
-    plans = plan_deploy(*envs)
+    try:
+        plans = plan_deploy(*envs)
+    except ValueError as e:  # two environments of one name
+        raise DeployError(f"the environments cannot be deployed together: {e}") from None
     for plan in plans:
         for name, env in plan.envs.items():
             if not isinstance(env, TaskEnvironment):
