@@ -226,9 +226,12 @@ def test_fast_deploy_uploads_the_built_bundle_once_and_registers_every_task(
 
     registered = {req.task_id.name: req for req in state.requests("DeployTask")}
     assert set(registered) == TASKS
+    import flyte
+
+    default = flyte.Image.from_debian_base().uri  # what flyte runs "auto" environments on
     images = {
-        "orbit_base": "ghcr.io/flyteorg/flyte:py{}.{}-v2.12.1".format(*sys.version_info[:2]),
-        "orbit_flows": "ghcr.io/flyteorg/flyte:py{}.{}-v2.12.1".format(*sys.version_info[:2]),
+        "orbit_base": default,
+        "orbit_flows": default,
         "orbit_gpu": CUDA,
         "orbit_archive": "127.0.0.1:5000/orbit-archive:7",
     }
