@@ -147,7 +147,7 @@ class FakeControlPlane:
             self.calls.append((name, request))
 
     def wsgi_app(self) -> Callable[..., Iterable[bytes]]:
-        service = _Unimplemented(self)
+        service = _Services(self)
         apps = {
             app.path: app
             for app in (
@@ -175,7 +175,7 @@ class FakeControlPlane:
         return dispatch
 
 
-class _Unimplemented:
+class _Services:
     """The fake's methods; any other method of the three services answers ``UNIMPLEMENTED``."""
 
     def __init__(self, fake: FakeControlPlane) -> None:
