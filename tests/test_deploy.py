@@ -375,6 +375,33 @@ def run_a0(args: list[str], inputs: dict[str, Any], work: Path) -> dict[str, Any
     return dict(json.loads(out.stdout))
 
 
+def test_connection_comes_from_flyte_config_with_options_overriding(
+    built: Path, cp: Running, fresh_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = (
+        f"admin:\n  endpoint: {cp.endpoint}\n  insecure: true\n"
+        "task:\n  org: acme\n  project: orbit\n  domain: dev\n"
+    )
+    (fresh_home / ".flyte").mkdir()
+    (fresh_home / ".flyte" / "config.yaml").write_text(config)  # where flyte looks by default
+    code, doc, err = deploy_json([str(built), "--image", f"cuda={CUDA}"], capsys)
+    assert code == 0, err
+    assert doc is not None and (doc["project"], doc["domain"]) == ("orbit", "dev")
+    assert {
+        (r.task_id.org, r.task_id.project, r.task_id.domain) for r in cp.state.requests("DeployTask")
+    } == {("acme", "orbit", "dev")}
+
+    cp.state.reset()
+    other = tmp_path / "other.yaml"
+    other.write_text(config.replace("project: orbit", "project: nowhere"))
+    code, doc, err = deploy_json(
+        [str(built), "-c", str(other), "--domain", "prod", "--image", f"cuda={CUDA}"], capsys
+    )
+    assert code == 0, err
+    (location,) = cp.state.requests("CreateUploadLocation")
+    assert (location.project, location.domain) == ("nowhere", "prod")
+
+
 def test_flyte_runtime_runs_the_registered_task_from_the_uploaded_bundle(
     built: Path, cp: Running, tmp_path: Path
 ) -> None:
