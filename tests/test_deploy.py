@@ -401,6 +401,11 @@ def test_connection_comes_from_flyte_config_with_options_overriding(
     (location,) = cp.state.requests("CreateUploadLocation")
     assert (location.project, location.domain) == ("nowhere", "prod")
 
+    cp.state.reset()  # a dry run reads the project from the config but calls nothing
+    code, doc, err = deploy_json([str(built), "--dry-run", "--image", f"cuda={CUDA}"], capsys)
+    assert code == 0, err
+    assert doc is not None and doc["project"] == "orbit" and cp.state.calls == []
+
 
 def test_flyte_runtime_runs_the_registered_task_from_the_uploaded_bundle(
     built: Path, cp: Running, tmp_path: Path
