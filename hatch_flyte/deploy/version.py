@@ -2,10 +2,10 @@
 
 flyte's own automatic version hashes pickled environments (their bytes depend on the hash seed)
 and the compressed bundle (its bytes depend on whether pigz is on PATH), so it changes between two
-deploys of the same code. Ours is computed from the manifest alone: the project's name and version,
-the sha256 of what runs (the bundle in fast mode, the wheel in full mode), the image's identity,
-the images given on the command line and the mode. The same build deployed twice in the same mode
-gets the same version; a change to any of them gives a new one.
+deploys of the same code. Ours is computed from the manifest and the images: the project's name and
+version, the sha256 of what runs (the bundle in fast mode, the wheel in full mode), the manifest
+image's identity, the image each environment is registered with, and the mode. The same build
+deployed twice in the same mode gets the same version; a change to any of them gives a new one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _IMAGE_KEYS = ("ref", "digest", "id")
 
 
 def default_version(target: Target, mode: str, images: Mapping[str, str]) -> str:
-    """32 hex digits (the length of flyte's own md5 versions)."""
+    """32 hex digits (the length of flyte's own md5 versions); ``images``: environment -> image."""
     image = target.image or {}
     doc: dict[str, Any] = {
         "scheme": _SCHEME,
