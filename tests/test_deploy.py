@@ -376,17 +376,26 @@ def run_a0(args: list[str], inputs: dict[str, Any], work: Path) -> dict[str, Any
 
 
 def test_connection_comes_from_flyte_config_with_options_overriding(
-    built: Path, cp: Running, fresh_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    built: Path, cp: Running, fresh_home: Path, tmp_path: Path
 ) -> None:
+    """The console script in fresh processes: flyte looks its config file up once per process."""
     config = (
         f"admin:\n  endpoint: {cp.endpoint}\n  insecure: true\n"
         "task:\n  org: acme\n  project: orbit\n  domain: dev\n"
     )
     (fresh_home / ".flyte").mkdir()
     (fresh_home / ".flyte" / "config.yaml").write_text(config)  # where flyte looks by default
-    code, doc, err = deploy_json([str(built), "--image", f"cuda={CUDA}"], capsys)
-    assert code == 0, err
-    assert doc is not None and (doc["project"], doc["domain"]) == ("orbit", "dev")
+
+    def deploy(*args: str) -> dict[str, Any]:
+        proc = subprocess.run(
+            [str(SCRIPT), "deploy", str(built), "--json", "--image", f"cuda={CUDA}", *args],
+            capture_output=True, text=True, check=False, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return dict(json.loads(proc.stdout))
+
+    doc = deploy()
+    assert (doc["project"], doc["domain"]) == ("orbit", "dev")
     assert {
         (r.task_id.org, r.task_id.project, r.task_id.domain) for r in cp.state.requests("DeployTask")
     } == {("acme", "orbit", "dev")}
@@ -394,17 +403,13 @@ def test_connection_comes_from_flyte_config_with_options_overriding(
     cp.state.reset()
     other = tmp_path / "other.yaml"
     other.write_text(config.replace("project: orbit", "project: nowhere"))
-    code, doc, err = deploy_json(
-        [str(built), "-c", str(other), "--domain", "prod", "--image", f"cuda={CUDA}"], capsys
-    )
-    assert code == 0, err
+    deploy("-c", str(other), "--domain", "prod")
     (location,) = cp.state.requests("CreateUploadLocation")
     assert (location.project, location.domain) == ("nowhere", "prod")
 
     cp.state.reset()  # a dry run reads the project from the config but calls nothing
-    code, doc, err = deploy_json([str(built), "--dry-run", "--image", f"cuda={CUDA}"], capsys)
-    assert code == 0, err
-    assert doc is not None and doc["project"] == "orbit" and cp.state.calls == []
+    assert deploy("--dry-run")["project"] == "orbit"
+    assert cp.state.calls == []
 
 
 def test_flyte_runtime_runs_the_registered_task_from_the_uploaded_bundle(

@@ -79,7 +79,8 @@ def deploy(
     defaults to a digest of the manifest, the images and the mode (the same build deployed again
     gets the same version; flyte's "already exists" counts as success). The connection is flyte's
     own configuration (``config``, its environment variables, its config files) with the other
-    keyword arguments overriding it; a dry run contacts nothing. ``images``: as ``--image``
+    keyword arguments overriding it (flyte looks for its default config file once per process);
+    a dry run contacts nothing. ``images``: as ``--image``
     (``{"default": uri}`` for "auto" environments, ``{name: uri}`` for
     ``flyte.Image.from_ref_name(name)``).
 
