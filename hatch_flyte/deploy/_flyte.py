@@ -350,7 +350,7 @@ async def _deploy_tasks(plans: list[Any], context: Any, dry_run: bool) -> list[R
         container = template.container
         done.append(RegisteredTask(env_name, template.id.name, container.image, tuple(container.args)))
     if failed:
-        names = ", ".join(t.task for t in done) or "none"
+        names = ", ".join(sorted(t.task for t in done)) or "none"
         first_name, first = failed[0]
         raise DeployError(
             f"{len(failed)} of {len(todo)} tasks could not be registered (first: {first_name}: "
