@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -198,9 +199,10 @@ def arg(args: list[str], flag: str) -> str | None:
 
 
 def test_fast_deploy_uploads_the_built_bundle_once_and_registers_every_task(
-    built: Path, cp: Running, capsys: pytest.CaptureFixture[str]
+    built: Path, cp: Running, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state = cp.state
+    built = with_image(built, tmp_path / "dist")  # the build also made an image
     code, doc, err = deploy_json([str(built), *connect(cp), "--image", f"cuda={CUDA}"], capsys)
     assert code == 0, err
     assert doc is not None
@@ -226,12 +228,9 @@ def test_fast_deploy_uploads_the_built_bundle_once_and_registers_every_task(
 
     registered = {req.task_id.name: req for req in state.requests("DeployTask")}
     assert set(registered) == TASKS
-    import flyte
-
-    default = flyte.Image.from_debian_base().uri  # what flyte runs "auto" environments on
     images = {
-        "orbit_base": default,
-        "orbit_flows": default,
+        "orbit_base": IMAGE,
+        "orbit_flows": IMAGE,
         "orbit_gpu": CUDA,
         "orbit_archive": "127.0.0.1:5000/orbit-archive:7",
     }
@@ -248,8 +247,8 @@ def test_fast_deploy_uploads_the_built_bundle_once_and_registers_every_task(
     }
     sources = {e["name"]: e["source"] for e in doc["environments"]}
     assert sources == {
-        "orbit_base": "flyte default",
-        "orbit_flows": "flyte default",
+        "orbit_base": "manifest",
+        "orbit_flows": "manifest",
         "orbit_gpu": "--image cuda",
         "orbit_archive": "environment",
     }
@@ -695,6 +694,12 @@ def test_dry_run_contacts_nothing_and_prints_a_table(built: Path, capsys: pytest
     assert code == 0, err
     assert f"Would register {len(TASKS)} tasks" in out and "not uploaded (dry run)" in out
     assert "orbit_gpu" in out and CUDA in out and "--image cuda" in out
+    import flyte
+
+    # No image built, none given: "auto" environments get flyte's default image, with a warning.
+    default = flyte.Image.from_debian_base().uri
+    assert re.search(rf"orbit_base +{re.escape(default)} +flyte default", out), out
+    assert "orbit_base, orbit_flows: image 'auto'" in err and "without the project's dependencies" in err
 
 
 def test_bundle_reader_reads_what_tarfile_reads(built: Path, tmp_path: Path) -> None:
