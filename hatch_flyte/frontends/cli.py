@@ -112,16 +112,23 @@ def _parser() -> argparse.ArgumentParser:
         default="dist",
         help="build output directory with flyte-manifest.json, or a project",
     )
-    d.add_argument("--endpoint", help="Flyte endpoint (default: from the flyte config)")
+    d.add_argument("--endpoint", metavar="URL", help="Flyte endpoint (default: from the flyte config)")
     d.add_argument("--insecure", action="store_true", default=None, help="connect without TLS")
     d.add_argument("--org", help="organization (default: from the flyte config)")
-    d.add_argument("--project", help="project (default: from the flyte config)")
-    d.add_argument("--domain", help="domain (default: from the flyte config)")
-    d.add_argument("-c", "--config", help="flyte config file (default: found as flyte finds it)")
+    d.add_argument("--project", metavar="P", help="project (default: from the flyte config)")
+    d.add_argument("--domain", metavar="D", help="domain (default: from the flyte config)")
+    d.add_argument(
+        "-c", "--config", metavar="FILE", help="flyte config file (default: found as flyte finds it)"
+    )
     d.add_argument(
         "--mode", choices=("fast", "full"), help="fast: bundle + image (default); full: image only"
     )
-    d.add_argument("--version", dest="deploy_version", help="version of every task (default: from the build)")
+    d.add_argument(
+        "--version",
+        dest="deploy_version",
+        metavar="V",
+        help="version of every task (default: a digest of the build, the images and the mode)",
+    )
     d.add_argument(
         "--image",
         action="append",
