@@ -269,15 +269,16 @@ async def _image_cache(
                 out[name] = EnvironmentImage(name, str(image), "environment")
         lookup.update(direct)
         for name, image in to_build:
-            if dry_run or (image.base_image and not image._layers):
-                uri = image.uri
-            else:
-                try:
+            try:
+                if dry_run or (image.base_image and not image._layers):
+                    uri = image.uri
+                else:
                     uri = (await flyte.build.aio(image)).uri
-                except Exception as e:
-                    raise DeployError(
-                        f"the image of environment {name!r} could not be built by flyte: {e}"
-                    ) from None
+            except Exception as e:
+                raise DeployError(
+                    f"the image of environment {name!r} could not be "
+                    f"{'named' if dry_run else 'built'} by flyte: {type(e).__name__}: {e}"
+                ) from None
             lookup[name] = uri
             default = isinstance(plan.envs[name].image, str)
             out[name] = EnvironmentImage(name, uri, "flyte default" if default else "environment")
