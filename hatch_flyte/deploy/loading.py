@@ -1,12 +1,13 @@
 """Load the manifest's environments from what was built, not from the working tree.
 
-The bundle (or, without one, the wheel) is read once: its Python modules are served from memory
-by a finder placed first on ``sys.meta_path`` (the bundle shadows installed copies, as it does
-at run time where flyte puts the bundle first on ``sys.path``), and everything else (data files
-read at import time, extension modules) is written to a temporary directory whose layout is the
-bundle's. Each module's ``__file__`` is its path in that directory, so flyte derives the same
-module names as from an extracted bundle. Writing thousands of source files only to import two
-of them would cost more than the rest of the deploy.
+The bundle (or, without one, the wheel) is read once. Its Python sources go, one after the
+other, into a single spool file and are served from there by a finder placed first on
+``sys.meta_path`` (the bundle shadows installed copies, as it does at run time where flyte puts
+the bundle first on ``sys.path``); everything else (data files read at import time, extension
+modules) is written to a temporary directory whose layout is the bundle's. Each module's
+``__file__`` is its path in that directory, so flyte derives the same module names as from an
+extracted bundle. Creating thousands of source files only to import two of them would cost more
+than the rest of the deploy, and keeping them in memory would double its footprint.
 
 Each environment is imported by its manifest ``module:attribute``. Modules of the same top-level
 names that were already imported are set aside for the duration and put back after, so that a
@@ -20,6 +21,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import tarfile
 import tempfile
@@ -41,18 +43,29 @@ except ImportError:  # pragma: no cover - isal is a dependency; kept working wit
 
 @dataclass
 class CodeRoot:
-    """The build's code: ``.py`` sources in memory, other files under ``path``."""
+    """The build's code: ``.py`` sources in ``spool`` (name -> offset, size), other files under
+    ``path``."""
 
     path: Path
-    sources: dict[str, bytes] = field(default_factory=dict)
+    spool: IO[bytes]
+    sources: dict[str, tuple[int, int]] = field(default_factory=dict)
     made: set[Path] = field(default_factory=set)
+
+    def source(self, name: str) -> bytes | None:
+        where = self.sources.get(name)
+        if where is None:
+            return None
+        return os.pread(self.spool.fileno(), where[1], where[0])
 
 
 @contextlib.contextmanager
 def code_root(target: Target) -> Iterator[CodeRoot]:
     """The build's code: the bundle's files, else the wheel's."""
-    with tempfile.TemporaryDirectory(prefix="hatch-flyte-deploy-") as scratch:
-        root = CodeRoot(Path(scratch, "root"))
+    with (
+        tempfile.TemporaryDirectory(prefix="hatch-flyte-deploy-") as scratch,
+        open(Path(scratch, "sources"), "w+b") as spool,
+    ):
+        root = CodeRoot(Path(scratch, "root"), spool)
         root.path.mkdir()
         if target.bundle is not None:
             try:
@@ -76,6 +89,7 @@ def code_root(target: Target) -> Iterator[CodeRoot]:
                 "from; build with the bundle or wheel target"
             )
         _namespace_directories(root)
+        spool.flush()
         yield root
 
 
@@ -136,7 +150,8 @@ def _add(root: CodeRoot, name: str, data: IO[bytes] | bytes | None) -> None:
         raise tarfile.TarError(f"unexpected member name {name!r}")
     content = data if isinstance(data, bytes) else (data.read() if data is not None else b"")
     if rel.suffix == ".py":
-        root.sources[rel.as_posix()] = content
+        root.sources[rel.as_posix()] = (root.spool.tell(), len(content))
+        root.spool.write(content)
         return
     target = root.path.joinpath(*rel.parts)
     _mkdir(root, target.parent)
@@ -159,7 +174,7 @@ def _namespace_directories(root: CodeRoot) -> None:
                 _mkdir(root, root.path.joinpath(*parent.parts))
 
 
-class _MemoryLoader(importlib.abc.SourceLoader):
+class _SpooledLoader(importlib.abc.SourceLoader):
     def __init__(self, path: str, source: bytes) -> None:
         self.path = path
         self.source = source
@@ -175,7 +190,7 @@ class _MemoryLoader(importlib.abc.SourceLoader):
 
 
 class _BundleFinder(importlib.abc.MetaPathFinder):
-    """Finds the bundle's modules (plain and package ``__init__``) in memory."""
+    """Finds the bundle's modules (plain and package ``__init__``) in the spool."""
 
     def __init__(self, root: CodeRoot) -> None:
         self.root = root
@@ -185,13 +200,13 @@ class _BundleFinder(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         rel = fullname.replace(".", "/")
         for name, package in ((f"{rel}/__init__.py", True), (f"{rel}.py", False)):
-            source = self.root.sources.get(name)
+            source = self.root.source(name)
             if source is not None:
                 origin = str(self.root.path / name)
                 return importlib.util.spec_from_file_location(
                     fullname,
                     origin,
-                    loader=_MemoryLoader(origin, source),
+                    loader=_SpooledLoader(origin, source),
                     submodule_search_locations=[str(self.root.path / rel)] if package else None,
                 )
         return None
