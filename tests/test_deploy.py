@@ -669,6 +669,13 @@ def test_usage_and_configuration_errors(
     code, _, err = run_cli(["deploy", str(built), "--mode", "full", "--dry-run"], capsys)
     assert code == 1 and "needs an image" in err and "key 'image'" in err
 
+    deps_only = with_image(built, tmp_path / "deps-only")
+    doc = manifest(deps_only)
+    doc["image"]["contents"] = "dependencies"
+    (deps_only / MANIFEST_NAME).write_text(json.dumps(doc))
+    code, _, err = run_cli(["deploy", str(deps_only), "--mode", "full", "--dry-run"], capsys)
+    assert code == 1 and "holds only the dependencies" in err and "--mode fast" in err
+
     code, _, err = run_cli(["deploy", str(built), "--dry-run"], capsys)  # no --image cuda=...
     assert code == 1 and "'orbit_gpu'" in err and "--image cuda=URI" in err
 

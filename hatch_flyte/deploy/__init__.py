@@ -160,6 +160,12 @@ def _mode(target: Target, mode: str | None) -> Mode:
             )
         return "fast"
     if mode == "full":
+        if (target.image or {}).get("contents") == "dependencies":
+            raise DeployError(
+                f"--mode full runs the code the image holds, and the image in {target.manifest_path} "
+                f"({target.image_ref}) holds only the dependencies (key 'image.contents'); deploy with "
+                "--mode fast (the bundle brings the code), or build an image with the project"
+            )
         if target.image_ref is None:
             raise DeployError(
                 f"--mode full needs an image that holds the code, and {target.manifest_path} has none "
