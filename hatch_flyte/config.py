@@ -7,6 +7,7 @@ the dotted key, what was found and what is expected.
 from __future__ import annotations
 
 import difflib
+import posixpath
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -67,7 +68,9 @@ class ImageConfig:
     #: Interpreter inside the base image; default: the first of python3/python found in it.
     python: str | None = None
     env: tuple[tuple[str, str], ...] = ()
-    workdir: str = "/root"
+    #: Made writable by every user id (mode 1777): pods may run as any user, and fast registration
+    #: extracts the bundle into it. ``/home/flyte`` as in flyte's own images.
+    workdir: str = "/home/flyte"
     #: Also copy the bundle's source files to /opt/hatch-flyte/source (not on sys.path), for debugging.
     source: bool = False
     extra_packages: tuple[str, ...] = ()
@@ -380,10 +383,21 @@ def _platform(checker: _Checker, value: Any, key: str) -> Any:
     return value
 
 
-def _absolute_path(checker: _Checker, value: Any, key: str) -> Any:
+def _workdir(checker: _Checker, value: Any, key: str) -> Any:
     if not isinstance(value, str) or not value.startswith("/"):
         checker.problems.append(
-            f"`{key}` must be an absolute path inside the image such as '/root', got {_kind(value)}"
+            f"`{key}` must be an absolute path inside the image such as '/home/flyte', got {_kind(value)}"
+        )
+    elif (
+        value == "/"
+        or value.startswith("//")
+        or posixpath.normpath(value) != value
+        or any(c < " " for c in value)
+    ):
+        # The directory is made writable by every user: never the image's root, never a path that
+        # names another directory than it spells.
+        checker.problems.append(
+            f"`{key}` = {value!r} must be a normalized absolute path below '/' (such as '/home/flyte')"
         )
     return value
 
@@ -407,7 +421,7 @@ _IMAGE_KEYS: dict[str, tuple[str, Validator]] = {
     "push": ("push", _Checker.boolean),
     "python": ("python", _Checker.string),
     "env": ("env", _string_table),
-    "workdir": ("workdir", _absolute_path),
+    "workdir": ("workdir", _workdir),
     "source": ("source", _Checker.boolean),
     "extra-packages": ("extra_packages", _Checker.string_list),
     "constraints": ("constraints", _Checker.project_path),

@@ -6,6 +6,7 @@ one file come together in a single :class:`ConfigError` that names the file.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -450,7 +451,7 @@ def test_image_defaults_and_every_key(tmp_path: Path) -> None:
 
     (tmp_path / "constraints.txt").write_text("")
     assert load_config(pyproject(tmp_path, "[tool.flyte]\n")).image == ImageConfig()
-    assert ImageConfig().lock is True and ImageConfig().workdir == "/root"
+    assert ImageConfig().lock is True and ImageConfig().workdir == "/home/flyte"
     config = load_config(
         pyproject(
             tmp_path,
@@ -576,3 +577,11 @@ def test_image_key_combinations(tmp_path: Path, body: str, key: str, words: list
     assert first is not None, problems
     for word in words:
         assert word in first, first
+
+
+@pytest.mark.parametrize("workdir", ["/", "/srv/../etc", "/srv/", "//srv", "/srv/./x", "/a\nRUN x"])
+def test_image_workdir_must_be_a_plain_directory(tmp_path: Path, workdir: str) -> None:
+    """The workdir is made writable by every user: never `/`, never a path spelled two ways."""
+    problems = problems_of(tmp_path, f"[tool.flyte.image]\nworkdir = {json.dumps(workdir)}\n")
+    assert len(problems) == 1 and "`tool.flyte.image.workdir`" in problems[0], problems
+    assert "normalized absolute path" in problems[0]

@@ -213,7 +213,7 @@ def test_build_from_layout_is_reproducible_across_project_copies(
     config = json.loads((layout / "blobs" / "sha256" / one.id[7:]).read_bytes())
     env = dict(e.split("=", 1) for e in config["config"]["Env"])
     assert env["VIRTUAL_ENV"] == "/opt/venv" and env["PATH"].startswith("/opt/venv/bin:")
-    assert env["_F_IMG_ID"] == one.ref and config["config"]["WorkingDir"] == "/root"
+    assert env["_F_IMG_ID"] == one.ref and config["config"]["WorkingDir"] == "/home/flyte"
     assert config["created"] == "2023-11-14T22:13:20Z"
     assert config["config"]["Labels"]["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"
     assert config["config"]["Labels"]["org.opencontainers.image.version"] == "0.3.0"
@@ -231,6 +231,10 @@ def test_build_from_layout_is_reproducible_across_project_copies(
         assert a0 is not None and a0.readline() == b"#!/opt/venv/bin/python\n"
     with tarfile.open(layout / "blobs" / "sha256" / manifest["layers"][1]["digest"][7:]) as tar:
         assert tar.getmember("opt/venv/bin/python").linkname == "/usr/bin/python3"
+        # the workdir: writable by every user id (pods run as any uid), with fixed owner and time
+        workdir, home = tar.getmember("home/flyte"), tar.getmember("home")
+        assert workdir.isdir() and workdir.mode == 0o1777 and home.mode == 0o755
+        assert (workdir.uid, workdir.gid, workdir.uname, workdir.mtime) == (0, 0, "", 1700000000)
         cfg = tar.extractfile("opt/venv/pyvenv.cfg")
         assert cfg is not None and b"home = /usr/bin\n" in cfg.read()
     if shutil.which("skopeo"):

@@ -47,8 +47,13 @@ log = logging.getLogger("hatch_flyte.image")
 DEFAULT_SOURCE_DATE_EPOCH = 315532800  # 1980-01-01, when SOURCE_DATE_EPOCH is not set
 #: Where ``source = true`` puts the bundle's files in the image.
 SOURCE_DIR = "/opt/hatch-flyte/source"
-#: flyte's own image builder sets this to the image's reference; the runtime reads it.
+#: flyte's own image builder sets this to the image's reference (flyte 2.12 writes it and reads it
+#: nowhere): it names the image for whoever inspects a running container.
 IMAGE_ID_ENV = "_F_IMG_ID"
+#: The workdir's mode in both backends: writable by every user id (pods may run as any user, and
+#: fast registration extracts the bundle into it), sticky like /tmp (nobody removes another user's
+#: files).
+WORKDIR_MODE = 0o1777
 #: Bumped when the backends make another image of the same plan (the content tag changes with it).
 PLAN_FORMAT = 1
 _MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
@@ -261,7 +266,7 @@ def repository(project: Project, config: ImageConfig) -> str:
 def image_tags(project: Project, config: ImageConfig, content_tag: str, wheel_version: str) -> list[str]:
     """``tool.flyte.image.tags``, or by default the content tag and the project's version (not for a
     dependency-only image: it holds no version of the project); the first one names the image (its
-    ``_F_IMG_ID``)."""
+    ``_F_IMG_ID``, which flyte writes and never reads)."""
     # A tag allows [A-Za-z0-9_.-] only: a PEP 440 local version (``1.0+g1234``) becomes ``1.0-g1234``.
     version = (wheel_version or project.version or "").replace("+", "-") if config.include_project else ""
     tags = list(config.tags) if config.tags is not None else [content_tag, *([version] if version else [])]

@@ -44,6 +44,8 @@ class Entry:
     source: Path | bytes | None = None
     executable: bool = False
     target: str = ""
+    #: A directory's mode when it is not the usual 0755 (the workdir's 1777).
+    mode: int | None = None
 
 
 def staged_entries(staging: Path) -> Iterator[Entry]:

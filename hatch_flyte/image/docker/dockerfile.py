@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shlex
 import tarfile
 import tempfile
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from hatch_flyte.__about__ import __version__
-from hatch_flyte.image.plan import IMAGE_ID_ENV, SOURCE_DIR, ImagePlan
+from hatch_flyte.image.plan import IMAGE_ID_ENV, SOURCE_DIR, WORKDIR_MODE, ImagePlan
 from hatch_flyte.image.venv import VENV, VENV_PATH, install_wheels, staged_entries
 from hatch_flyte.image.wheelhouse import REQUIREMENTS
 
@@ -59,6 +60,11 @@ def deps_dockerfile(plan: ImagePlan) -> str:
         "    || { echo 'hatch-flyte: the base image has no tar, which flyte needs to extract bundles' >&2; exit 1; }; }",
         "",
         f"FROM {plan.base}",
+        # Pods run as any user id (a securityContext, `docker run --user`) and fast registration
+        # extracts the bundle into the workdir: it must be writable by all. A RUN, because a COPY of
+        # a directory copies what it holds, not its mode; before the venv COPY, so that its container
+        # copies the base's root filesystem only (~6 s once per dependency image on vfs).
+        f"RUN mkdir -p {shlex.quote(plan.workdir)} && chmod {WORKDIR_MODE:o} {shlex.quote(plan.workdir)}",
         f"COPY --from=install {VENV} {VENV}",
         f"ENV VIRTUAL_ENV={VENV} PATH={VENV_PATH}",
     ]

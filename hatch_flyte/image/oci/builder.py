@@ -35,6 +35,7 @@ from hatch_flyte.image.oci.registry import Registry, parse_reference
 from hatch_flyte.image.plan import (
     IMAGE_ID_ENV,
     SOURCE_DIR,
+    WORKDIR_MODE,
     BaseInfo,
     ImagePlan,
     linux_platform,
@@ -271,9 +272,11 @@ def _publish(new: Path, target: Path, work: Path) -> None:
 
 def _layers(plan: ImagePlan, store: L.BlobStore, epoch: int, work: Path) -> list[Layer]:
     python, version = plan.python, plan.python_version
-    layers = [
-        write_layer(venv_skeleton(python, version), store, epoch, f"hatch-flyte: venv {VENV} for {python}")
-    ]
+    # The workdir travels with the venv skeleton (one small layer): writable by every user id, as the
+    # docker backend's RUN makes it.
+    skeleton = [*venv_skeleton(python, version), Entry(plan.workdir, "dir", mode=WORKDIR_MODE)]
+    comment = f"hatch-flyte: venv {VENV} for {python}, workdir {plan.workdir}"
+    layers = [write_layer(skeleton, store, epoch, comment)]
     layers.append(_dependency_layer(plan, version, store, epoch, work))
     if plan.project_wheel is not None:
         project_stage = work / "project"

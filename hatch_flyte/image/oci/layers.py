@@ -1,7 +1,8 @@
 """Reproducible layer tars, written in pure Python.
 
 Each layer is a tar of sorted entries with every timestamp at ``SOURCE_DATE_EPOCH``, owner 0/0 with
-empty names, modes normalized (directories 0755, files 0644 or 0755 when executable, symlinks 0777),
+empty names, modes normalized (directories 0755 unless an entry says otherwise, files 0644 or 0755
+when executable, symlinks 0777),
 parent directories listed, gzip-compressed with mtime 0 and no file name. Wheels are laid out into a
 staging directory by :mod:`hatch_flyte.image.venv`, and the staging directory becomes the layer.
 """
@@ -63,7 +64,7 @@ def _add(tar: tarfile.TarFile, name: str, entry: Entry, mtime: int) -> None:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     if entry.kind == "dir":
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        info.type, info.mode = tarfile.DIRTYPE, 0o755 if entry.mode is None else entry.mode
         tar.addfile(info)
     elif entry.kind == "symlink":
         info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, entry.target
