@@ -341,12 +341,11 @@ def build_artifacts(
             from hatch_flyte.image import build_image
 
             try:
-                if outside and wheel is not None and project.config.image.include_project:
-                    # The image runs the wheel's code: these environments would not import there.
-                    raise ImageError(outside_wheel_message(outside, wheel.name))
+                # build_image refuses a full image whose wheel lacks an environment's module (the
+                # image runs the wheel's code), module by module, for every frontend.
                 image = build_image(
                     project, wheel, metadata=metadata, source_files=source_files(project, resolved),
-                    output_dir=outdir,
+                    environments=analysis.discovery.environments, output_dir=outdir,
                 )  # fmt: skip
             except HatchFlyteError as e:
                 written = [p for p in (listed_wheel, bundle.path if bundle else None) if p is not None]

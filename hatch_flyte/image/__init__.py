@@ -9,7 +9,7 @@ and has the backend build and optionally push it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from hatch_flyte.config import ImageConfig
 from hatch_flyte.errors import ImageError
 from hatch_flyte.image.backend import ImageBackend
+from hatch_flyte.image.modules import EnvironmentSource, check_modules_in_wheel
 from hatch_flyte.image.plan import (
     BaseInfo,
     ImagePlan,
@@ -95,6 +96,7 @@ def build_image(
     *,
     metadata: ProjectMetadata | None = None,
     source_files: Sequence[tuple[str, str]] = (),
+    environments: Iterable[EnvironmentSource] = (),
     push: bool | None = None,
     output_dir: Path | None = None,
 ) -> ImageResult:
@@ -102,10 +104,13 @@ def build_image(
 
     A full image needs the project's ``wheel``; a dependency-only one (``include-project = false``)
     needs only its metadata (``metadata``, else the wheel's, else the static ``[project]`` table).
-    The ``oci`` backend writes its layout and archive into ``output_dir`` (default: the wheel's
-    directory, else the project's ``dist``).
+    A full image must hold the module of every named environment of ``environments`` (the
+    manifest's), or nothing is built. The ``oci`` backend writes its layout and archive into
+    ``output_dir`` (default: the wheel's directory, else the project's ``dist``).
     """
     config = config or project.config.image
+    if wheel is not None and config.include_project:
+        check_modules_in_wheel(wheel, environments, str(project.pyproject or project.directory))
     meta = metadata or image_metadata(project, wheel, config)
     do_push = push if push is not None else config.push
     repo = repository(project, config)

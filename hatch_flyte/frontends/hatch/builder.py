@@ -186,7 +186,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
         from hatch_flyte.pipeline import image_failed, source_files
 
         with self._reported():
-            project, _ = self._context()
+            project, analysis = self._context()
             state = self.__dict__["_flyte_state"]
             started = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="hatch-flyte-image-") as scratch:
@@ -210,6 +210,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                         source_files=source_files(project, self._bundle_options())
                         if project.config.image.source
                         else (),
+                        environments=analysis.discovery.environments,
                         output_dir=Path(directory),
                     )
                 except HatchFlyteError as e:
