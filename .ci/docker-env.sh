@@ -214,11 +214,20 @@ debian_mirror() {
   echo "${m%/}"
 }
 
-if "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+# Pods run as any user id: the image's / must be 0755 like any real base's. Bases and tarballs made
+# before that was ensured (mktemp's 0700 root) are made again.
+base_usable_by_any_user() {
+  "$DOCKER" run --rm --network none --user 65534:65534 "$BASE_IMAGE" true >/dev/null 2>&1
+}
+tarball_root_mode() {
+  tar -tvf "$BASE_TARBALL" --no-recursion ./ 2>/dev/null | cut -c1-10
+}
+
+if "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1 && base_usable_by_any_user; then
   log "base image $BASE_IMAGE already in the engine"
   step_done "base image (present)"
 else
-  if [ -s "$BASE_TARBALL" ]; then
+  if [ -s "$BASE_TARBALL" ] && [ "$(tarball_root_mode)" = "drwxr-xr-x" ]; then
     log "reusing cached rootfs $BASE_TARBALL"
   else
     mirror=$(debian_mirror)
@@ -234,6 +243,7 @@ else
       die "debootstrap failed (log: $boot_log)"
     fi
     step_done "debootstrap"
+    chmod 0755 "$rootfs" # mktemp made it 0700; the tar records it as the image's /
     # Drop package caches and host-specific files; keep everything a program needs.
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin \
       "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \

@@ -48,6 +48,14 @@ from docker_env import (
     setting,
     unique_repository,
 )
+from flyte_runtime import (
+    POD_TEXT,
+    PodCase,
+    make_pod_project,
+    prepare_pod_case,
+    require_base_usable_by_any_user,
+    run_pod_case,
+)
 from frontend_helpers import EPOCH, copy_project, wheel_flyte_metadata
 from test_frontends import WEATHER_EPS
 
@@ -408,7 +416,7 @@ def test_manifest_image_matches_engine(weather: Built, engine: Engine, docker_cl
     assert env["_F_IMG_ID"] == image["ref"]
     assert env["VIRTUAL_ENV"] == "/opt/venv"
     assert env["PATH"].startswith("/opt/venv/bin:")
-    assert config["WorkingDir"] == "/root"
+    assert config["WorkingDir"] == "/home/flyte"
 
     # The wheel and the bundle of the same run are listed next to the image.
     check_wheel_and_bundle(weather.project, weather.manifest)
@@ -502,7 +510,7 @@ def test_image_runs_offline(weather: Built, docker_client: Any, no_leftover_cont
     assert data["a0"] == "/opt/venv/bin/a0"
     assert data["a0_help"][0] == 0 and "Usage: a0" in data["a0_help"][1]
     assert data["tar"]
-    assert (data["cwd"], data["written"]) == ("/root", "written")
+    assert (data["cwd"], data["written"]) == ("/home/flyte", "written")
     assert not containers_from(docker_client, image_id)
 
 
@@ -636,7 +644,7 @@ def test_code_only_rebuild_reuses_every_other_layer(
     base_layers = docker_client.images.get(base_image).attrs["RootFS"]["Layers"]
     old_layers = docker_client.images.get(old["id"]).attrs["RootFS"]["Layers"]
     new_layers = docker_client.images.get(new["id"]).attrs["RootFS"]["Layers"]
-    shared = len(base_layers) + 1
+    shared = len(base_layers) + 2  # the dependency image: the workdir's RUN and the venv's COPY
     assert len(old_layers) == len(new_layers) == shared + 1
     assert new_layers[:shared] == old_layers[:shared] and new_layers[: len(base_layers)] == base_layers
     assert new_layers[shared] != old_layers[shared]
@@ -1157,3 +1165,56 @@ def test_dockerfile_failing_step_names_the_file(
     )
     missing = _failed(hatch_flyte_build(engine, project, ok=False), project)
     assert "`tool.flyte.image.dockerfile` = 'Dockerfile'" in missing and "is not a file" in missing, missing
+
+
+# --- 8. a Flyte pod's way: flyte's own a0 runs a task in the image, as any user ----------------------
+
+
+@pytest.fixture(scope="module")
+def pod(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> PodCase:
+    """The pod project built once (``hatch-flyte build -t wheel,bundle,image``), with flyte's
+    dry-run commands for its task on that image in both modes."""
+    require_base_usable_by_any_user(engine.client, engine.base)
+    work = tmp_path_factory.mktemp("pod")
+    name = engine.new_name("pod")
+    project = make_pod_project(
+        work / "pod-check", {"base": engine.base, "registry": engine.registry, "name": name}
+    )
+    manifest = json.loads(hatch_flyte_build(engine, project).stdout)
+    bundle = next(a["name"] for a in manifest["artifacts"] if a["kind"] == "bundle")
+    return prepare_pod_case(project, manifest["image"]["ref"], project / "dist" / bundle, work / "scratch")
+
+
+@pytest.mark.parametrize("user", [None, "1000:1000"], ids=["root", "uid1000"])
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_flyte_runs_the_task_in_the_image(
+    pod: PodCase, docker_client: docker.DockerClient, mode: str, user: str | None
+) -> None:
+    """``a0`` with the args ``flyte.deploy(dry_run=True)`` registers, ``--network none``: fast mode
+    extracts the bundle into the workdir and runs it from there, full mode runs the wheel's code;
+    either as root or as a user the image does not know."""
+    spec = pod.specs[mode]
+    assert spec.image == pod.image and spec.task == "pod_check.greet"
+    assert (spec.option("--tgz") is not None) is (mode == "fast")
+    run, result = run_pod_case(docker_client, pod, mode, user)
+    assert result.error is None and run.exit_code == 0, f"{result.error}\n{run.logs[-4000:]}"
+    value = json.loads(result.value)
+    assert value["text"] == POD_TEXT
+    assert value["uid"] == (1000 if user else 0)
+    assert value["cwd"] == "/home/flyte"
+    if mode == "fast":  # the bundle's copy shadows the wheel's (a0 puts "." first on sys.path)
+        assert value["module"] == "/home/flyte/pod_check/tasks.py"
+    else:
+        assert re.fullmatch(r"/opt/venv/lib/python3\.\d+/site-packages/pod_check/tasks\.py", value["module"])
+
+
+@pytest.mark.parametrize(("mode", "denied"), [("fast", "'.'"), ("full", "'config.yaml'")])
+def test_a_workdir_only_root_may_enter_fails_for_other_users(
+    pod: PodCase, docker_client: docker.DockerClient, mode: str, denied: str
+) -> None:
+    """Control: the same run in ``/root`` (0700, the workdir images had before) fails as a non-root
+    user the way a pod failed: fast mode cannot extract the bundle, full mode cannot look for flyte's
+    ``config.yaml``. The test above would see it."""
+    _, result = run_pod_case(docker_client, pod, mode, "1000:1000", working_dir="/root")
+    assert result.value is None, result
+    assert result.error is not None and f"Permission denied: {denied}" in result.error, result.error

@@ -449,7 +449,7 @@ def test_registry_base_build_load_run_push(
             remove=True,
             network_disabled=True,
         ).decode()
-        assert output.split() == ["/opt/venv", "/opt/venv/bin/a0", "/root"]
+        assert output.split() == ["/opt/venv", "/opt/venv/bin/a0", "/home/flyte"]
     finally:
         for tag in result.tags:
             docker_client.images.remove(tag, force=True)
