@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -402,3 +403,20 @@ def require_base_usable_by_any_user(client: docker.DockerClient, base: str) -> N
     if problem is not None:
         unavailable(f"the base image {base} cannot run a program as a non-root user ({problem}); "
                     "run `bash .ci/docker-env.sh` again to import it anew")  # fmt: skip
+
+
+def assert_pod_ran(case: PodCase, mode: str, user: str | None, run: ContainerRun, result: Result) -> None:
+    """The pod project's task ran and returned its real result: code from the extracted bundle in
+    the workdir (fast) or from the wheel in the venv (full), as ``user``, in ``/home/flyte``."""
+    spec = case.specs[mode]
+    assert spec.image == case.image and spec.task == "pod_check.greet"
+    assert (spec.option("--tgz") is not None) is (mode == "fast")
+    assert result.error is None and run.exit_code == 0, f"{result.error}\n{run.logs[-4000:]}"
+    value = json.loads(result.value)
+    assert value["text"] == POD_TEXT
+    assert value["uid"] == (int(user.split(":")[0]) if user else 0)
+    assert value["cwd"] == "/home/flyte"
+    if mode == "fast":  # the bundle's copy shadows the wheel's (a0 puts "." first on sys.path)
+        assert value["module"] == "/home/flyte/pod_check/tasks.py"
+    else:
+        assert re.fullmatch(r"/opt/venv/lib/python3\.\d+/site-packages/pod_check/tasks\.py", value["module"])

@@ -49,8 +49,8 @@ from docker_env import (
     unique_repository,
 )
 from flyte_runtime import (
-    POD_TEXT,
     PodCase,
+    assert_pod_ran,
     make_pod_project,
     prepare_pod_case,
     require_base_usable_by_any_user,
@@ -1193,19 +1193,8 @@ def test_flyte_runs_the_task_in_the_image(
     """``a0`` with the args ``flyte.deploy(dry_run=True)`` registers, ``--network none``: fast mode
     extracts the bundle into the workdir and runs it from there, full mode runs the wheel's code;
     either as root or as a user the image does not know."""
-    spec = pod.specs[mode]
-    assert spec.image == pod.image and spec.task == "pod_check.greet"
-    assert (spec.option("--tgz") is not None) is (mode == "fast")
     run, result = run_pod_case(docker_client, pod, mode, user)
-    assert result.error is None and run.exit_code == 0, f"{result.error}\n{run.logs[-4000:]}"
-    value = json.loads(result.value)
-    assert value["text"] == POD_TEXT
-    assert value["uid"] == (1000 if user else 0)
-    assert value["cwd"] == "/home/flyte"
-    if mode == "fast":  # the bundle's copy shadows the wheel's (a0 puts "." first on sys.path)
-        assert value["module"] == "/home/flyte/pod_check/tasks.py"
-    else:
-        assert re.fullmatch(r"/opt/venv/lib/python3\.\d+/site-packages/pod_check/tasks\.py", value["module"])
+    assert_pod_ran(pod, mode, user, run, result)
 
 
 @pytest.mark.parametrize(("mode", "denied"), [("fast", "'.'"), ("full", "'config.yaml'")])

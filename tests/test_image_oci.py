@@ -8,6 +8,7 @@ no engine; they still need the flyte wheelhouse, downloaded once into the defaul
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import http.server
@@ -27,6 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker_env import find_base_image, find_registry, make_docker_client
+from flyte_runtime import (
+    PodCase,
+    assert_pod_ran,
+    make_pod_project,
+    prepare_pod_case,
+    require_base_usable_by_any_user,
+    run_pod_case,
+)
 
 from hatch_flyte.errors import ImageError
 from hatch_flyte.image import ImageResult, build_image
@@ -41,7 +51,8 @@ from hatch_flyte.wheel import build_wheel
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_projects" / "weather_pipeline"
 BASE_REPO = "hatch-flyte-test/python"
 BASE_TAG = "3.11-bookworm"
-NO_DOCKER = "tcp://127.0.0.1:9"  # nothing listens there: the backend must not need an engine
+NO_DOCKER = "tcp://127.0.0.1:9"
+BIN = Path(sys.executable).parent  # nothing listens there: the backend must not need an engine
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -397,15 +408,26 @@ def manifest_digest(host: str, repository: str, tag: str, auth: str | None = Non
         return None
 
 
+def push_base(client: Any, registry: str, base_image: str) -> str:
+    """The engine's test base in the loopback registry, pushed once per image id (a base imported
+    anew gets a tag of its own)."""
+    image = client.images.get(base_image)
+    tag = f"{BASE_TAG}-{image.id[7:19]}"
+    if manifest_digest(registry, BASE_REPO, tag) is None:
+        target = f"{registry}/{BASE_REPO}"
+        image.tag(target, tag)
+        try:
+            for chunk in client.images.push(target, tag=tag, stream=True, decode=True):
+                assert "error" not in chunk, chunk
+        finally:
+            client.images.remove(f"{target}:{tag}")  # the tag only: the image stays
+    return f"{registry}/{BASE_REPO}:{tag}"
+
+
 @pytest.fixture
 def registry_base(registry: str, base_image: str, docker_client: Any) -> str:
     """The test base image in the loopback registry (pushed there once)."""
-    if manifest_digest(registry, BASE_REPO, BASE_TAG) is None:
-        target = f"{registry}/{BASE_REPO}"
-        docker_client.images.get(base_image).tag(target, BASE_TAG)
-        for chunk in docker_client.images.push(target, tag=BASE_TAG, stream=True, decode=True):
-            assert "error" not in chunk, chunk
-    return f"{registry}/{BASE_REPO}:{BASE_TAG}"
+    return push_base(docker_client, registry, base_image)
 
 
 @pytest.mark.docker
@@ -654,3 +676,58 @@ def test_dependency_only_image_without_a_wheel_needs_static_dependencies(
             base="oci:/nowhere:1",
             include_project=False,
         )
+
+
+# -- a Flyte pod's way: flyte's own a0 runs a task in the loaded OCI image, as any user ---------------
+
+
+@pytest.fixture(scope="module")
+def oci_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, PodCase]]:
+    """The pod project built once with the OCI backend by ``hatch-flyte build`` (no engine: DOCKER_HOST
+    leads nowhere), its archive loaded into the engine, and flyte's dry-run commands for its task."""
+    client = make_docker_client()
+    base = find_base_image(client)
+    registry = find_registry()
+    require_base_usable_by_any_user(client, base)
+    work = tmp_path_factory.mktemp("oci-pod")
+    image = {"backend": "oci", "base": push_base(client, registry, base),
+             "registry": f"{registry}/hatch-flyte-test/oci-pod-{os.urandom(6).hex()}"}  # fmt: skip
+    project = make_pod_project(work / "pod-check", image)
+    cmd = [
+        str(BIN / "hatch-flyte"),
+        "build",
+        str(project),
+        "-t",
+        "wheel,bundle,image",
+        "--no-isolation",
+        "--json",
+    ]
+    env = {**os.environ, "DOCKER_HOST": NO_DOCKER, "SOURCE_DATE_EPOCH": "1700000000"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    manifest = json.loads(proc.stdout)
+    dist = project / "dist"
+    with (dist / manifest["image"]["archive"]).open("rb") as archive:
+        client.images.load(archive)
+    try:
+        bundle = dist / next(a["name"] for a in manifest["artifacts"] if a["kind"] == "bundle")
+        yield client, prepare_pod_case(project, manifest["image"]["ref"], bundle, work / "scratch")
+    finally:
+        import docker.errors as docker_errors
+
+        for tag in manifest["image"]["tags"]:
+            with contextlib.suppress(docker_errors.APIError):
+                client.images.remove(tag, force=True)
+        client.close()
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("user", [None, "1000:1000"], ids=["root", "uid1000"])
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_flyte_runs_the_task_in_the_oci_image(
+    oci_pod: tuple[Any, PodCase], mode: str, user: str | None
+) -> None:
+    """As the Docker backend's image: the OCI layers give a workdir any user may write into."""
+    client, case = oci_pod
+    run, result = run_pod_case(client, case, mode, user)
+    assert_pod_ran(case, mode, user, run, result)
