@@ -4,7 +4,8 @@ The environment comes from ``.ci/docker-env.sh`` (run as root; ``.ci/run`` runs 
 starts dockerd, a plain registry on 127.0.0.1:5000 and an htpasswd one on 127.0.0.1:5001, imports an
 offline Debian bookworm image with Python 3.11 and writes its facts to ``.ci/.docker-env``:
 
-    HATCH_FLYTE_TEST_BASE_IMAGE     image with python3 (+ venv, no pip) and tar, present in the engine
+    HATCH_FLYTE_TEST_BASE_IMAGE     image with python3 (+ venv, no pip) and tar, present in the engine;
+                                    its / is 0755, so that non-root users can run in it
     HATCH_FLYTE_TEST_REGISTRY       host:port of the plain registry (HTTP, no auth)
     HATCH_FLYTE_TEST_AUTH_REGISTRY  host:port of the registry with htpasswd auth (HTTP)
     HATCH_FLYTE_TEST_AUTH_USER / HATCH_FLYTE_TEST_AUTH_PASSWORD

@@ -8,7 +8,8 @@ that only look at it; the tests that change a project or its configuration work 
 their own repository names, so that no test depends on another one's tags. Builds run
 ``hatch-flyte build --no-isolation`` (the wheel from this environment's hatchling) except
 ``test_hatch_build_target_flyte_image``, which runs ``hatch build -t flyte:image`` in hatch's own
-isolated build environment.
+isolated build environment. The pod project (``tests/flyte_runtime.py``: same requirements, so the
+same dependency image) is built once too (``pod``), and flyte's own ``a0`` runs its task in it.
 
 The dependency wheelhouse is cached by its inputs under ``HATCH_FLYTE_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/hatch-flyte``), so only the first run on a machine downloads it. Every image and
