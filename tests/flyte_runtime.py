@@ -7,7 +7,8 @@ for the given environments, image and version, in fast mode (``copy_style="loade
 with flyte's own literal conversion and ``runtime/io.py`` helpers (:func:`write_inputs`,
 :func:`read_result`). :func:`run_in_container` runs the command in an image with no network, as any
 user, copying the inputs (and the bundle, given as ``--tgz``) into the container and the outputs
-back out, as a pod's data plane would.
+back out, as a pod's data plane would; :func:`run_on_host` runs it with this environment's ``a0``
+(flyte, not the project) in an empty working directory.
 
 Everything that imports flyte runs in a subprocess (flyte keeps global state, and importing it costs
 a second or two), with the project's root first on ``sys.path``.
@@ -420,3 +421,20 @@ def assert_pod_ran(case: PodCase, mode: str, user: str | None, run: ContainerRun
         assert value["module"] == "/home/flyte/pod_check/tasks.py"
     else:
         assert re.fullmatch(r"/opt/venv/lib/python3\.\d+/site-packages/pod_check/tasks\.py", value["module"])
+
+
+def run_on_host(spec: TaskSpec, inputs: Path, run_dir: Path, *, bundle: Path | None) -> ContainerRun:
+    """``a0 <args>`` with this environment's flyte (which has not the project: fast mode brings it
+    in the bundle) in an empty working directory ``run_dir/work``, with only git, tar and gzip on
+    PATH. The outputs land in ``run_dir/outputs``."""
+    work, outputs = run_dir / "work", run_dir / "outputs"
+    for directory in (work, outputs, run_dir / "inputs"):
+        directory.mkdir(parents=True)
+    (run_dir / "inputs" / "inputs.pb").write_bytes(inputs.read_bytes())
+    args = a0_args(spec, run_dir=str(run_dir), tgz=str(bundle) if bundle is not None else None)
+    a0 = Path(sys.executable).parent / args[0]
+    env = oracle_env(tools_dir(run_dir / "tools"), {**a0_environment(str(run_dir)), "HOME": str(run_dir)})
+    proc = subprocess.run(
+        [str(a0), *args[1:]], cwd=work, env=env, capture_output=True, text=True, check=False, timeout=300
+    )
+    return ContainerRun(proc.returncode, proc.stdout + proc.stderr, outputs)
