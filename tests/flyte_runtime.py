@@ -276,10 +276,12 @@ def a0_environment(run_dir: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class ContainerRun:
+class A0Run:
+    """One run of a0 (in a container or on the host)."""
+
     exit_code: int
     logs: str
-    #: The container's outputs directory, copied out (empty when a0 wrote nothing).
+    #: The outputs directory (copied out of the container; empty when a0 wrote nothing).
     outputs: Path
 
 
@@ -315,7 +317,7 @@ def run_in_container(
     user: str | None = None,
     working_dir: str | None = None,
     timeout: float = 300,
-) -> ContainerRun:
+) -> A0Run:
     """``docker run --network none [--user U] IMAGE <a0 args>`` with ``inputs`` (and ``bundle`` as
     ``--tgz``) copied in first; the outputs directory is copied back into ``out_dir``."""
     tgz = f"{CONTAINER_RUN_DIR}/{bundle.name}" if bundle is not None else None
@@ -340,7 +342,7 @@ def run_in_container(
                     extracted = tar.extractfile(member)
                     assert extracted is not None
                     (out_dir / PurePosixPath(member.name).name).write_bytes(extracted.read())
-        return ContainerRun(int(status.get("StatusCode", -1)), logs, out_dir)
+        return A0Run(int(status.get("StatusCode", -1)), logs, out_dir)
     finally:
         container.remove(force=True)
 
@@ -369,7 +371,7 @@ def prepare_pod_case(root: Path, image: str, bundle: Path, scratch: Path) -> Pod
 
 def run_pod_case(
     client: docker.DockerClient, case: PodCase, mode: str, user: str | None, working_dir: str | None = None
-) -> tuple[ContainerRun, Result]:
+) -> tuple[A0Run, Result]:
     """Run the pod project's task in its image (``mode`` fast: the bundle as ``--tgz``), and read
     back what a0 wrote."""
     where = case.scratch / "runs" / f"{mode}-{user or 'root'}-{(working_dir or 'image').strip('/')}"
@@ -406,7 +408,7 @@ def require_base_usable_by_any_user(client: docker.DockerClient, base: str) -> N
                     "run `bash .ci/docker-env.sh` again to import it anew")  # fmt: skip
 
 
-def assert_pod_ran(case: PodCase, mode: str, user: str | None, run: ContainerRun, result: Result) -> None:
+def assert_pod_ran(case: PodCase, mode: str, user: str | None, run: A0Run, result: Result) -> None:
     """The pod project's task ran and returned its real result: code from the extracted bundle in
     the workdir (fast) or from the wheel in the venv (full), as ``user``, in ``/home/flyte``."""
     spec = case.specs[mode]
@@ -423,7 +425,7 @@ def assert_pod_ran(case: PodCase, mode: str, user: str | None, run: ContainerRun
         assert re.fullmatch(r"/opt/venv/lib/python3\.\d+/site-packages/pod_check/tasks\.py", value["module"])
 
 
-def run_on_host(spec: TaskSpec, inputs: Path, run_dir: Path, *, bundle: Path | None) -> ContainerRun:
+def run_on_host(spec: TaskSpec, inputs: Path, run_dir: Path, *, bundle: Path | None) -> A0Run:
     """``a0 <args>`` with this environment's flyte (which has not the project: fast mode brings it
     in the bundle) in an empty working directory ``run_dir/work``, with only git, tar and gzip on
     PATH. The outputs land in ``run_dir/outputs``."""
@@ -437,4 +439,4 @@ def run_on_host(spec: TaskSpec, inputs: Path, run_dir: Path, *, bundle: Path | N
     proc = subprocess.run(
         [str(a0), *args[1:]], cwd=work, env=env, capture_output=True, text=True, check=False, timeout=300
     )
-    return ContainerRun(proc.returncode, proc.stdout + proc.stderr, outputs)
+    return A0Run(proc.returncode, proc.stdout + proc.stderr, outputs)
