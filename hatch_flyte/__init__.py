@@ -8,7 +8,6 @@ The core (``config``, ``project``, ``manifest``, ``pipeline``) drives the wings 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata as _metadata
 from typing import Any
 
 from hatch_flyte.__about__ import __version__
@@ -45,8 +44,10 @@ def installed_environments() -> list[InstalledEnvironment]:
 
     Nothing is imported until :meth:`InstalledEnvironment.load` is called.
     """
+    from importlib import metadata  # not at import time: the build hook imports this package
+
     found = []
-    for ep in _metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         module, _, attribute = ep.value.partition(":")
         dist = getattr(ep, "dist", None)
         found.append(

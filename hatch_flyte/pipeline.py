@@ -258,6 +258,7 @@ def build_artifacts(
     """
     from hatch_flyte.atomic import ensure_directory
     from hatch_flyte.errors import BuildError
+    from hatch_flyte.extras import require, require_image_backend
     from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
     from hatch_flyte.wheel import build_wheel
 
@@ -288,6 +289,11 @@ def build_artifacts(
             '(e.g. [build-system] requires = ["hatchling"], build-backend = "hatchling.build") or build '
             "`-t bundle`"
         )
+    # Extras first: a missing one is a one-line fix, better told before anything is written.
+    if "wheel" in wanted or "image" in wanted:
+        require("cli", "`hatch-flyte build`", BuildError)
+    if "image" in wanted:
+        require_image_backend(project.config.image.backend)
     analysis = analyse(project, strict=strict)
     outdir = ensure_directory(outdir)
     options = options or BundleOptions.for_project(project)

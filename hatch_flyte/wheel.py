@@ -41,6 +41,9 @@ def build_wheel(project_dir: Path, outdir: Path, *, isolation: bool = True) -> P
     fresh environment, as pip and ``python -m build`` do; without it the current environment must
     already have them.
     """
+    from hatch_flyte.extras import require
+
+    require("cli", "`hatch-flyte build`", BuildError)
     import build as pypa_build
     from build.env import DefaultIsolatedEnv
 

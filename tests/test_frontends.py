@@ -208,8 +208,10 @@ def test_hatch_build_target_flyte(tmp_path: Path, plugin_wheel: Path) -> None:
 def test_hatch_build_image_without_engine_keeps_wheel_and_bundle(tmp_path: Path, plugin_wheel: Path) -> None:
     project = copy_project("weather_pipeline", tmp_path, plugin_wheel)
     pyproject = project / "pyproject.toml"
+    # Images need the `docker` extra in hatch's build environment, as the README says.
+    extra = f"hatch-flyte[docker] @ {plugin_wheel.as_uri()}"
     pyproject.write_text(
-        pyproject.read_text() + '\n[tool.hatch.build.targets.flyte]\ndependencies = ["docker"]\n'
+        pyproject.read_text() + f'\n[tool.hatch.build.targets.flyte]\ndependencies = ["{extra}"]\n'
     )
     nowhere = f"unix://{tmp_path}/no-docker.sock"
     proc = _run(

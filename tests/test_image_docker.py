@@ -295,13 +295,9 @@ def split_ref(ref: str) -> tuple[str, str, str]:
 
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A wheel of this checkout, for the copies' ``build-system.requires`` (as in test_frontends)."""
-    out = tmp_path_factory.mktemp("plugin")
-    cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(REPO)]
-    run(cmd, REPO, dict(os.environ))
-    (wheel,) = out.glob("hatch_flyte-*.whl")
-    return wheel
+def plugin(plugin_wheel: Path) -> Path:
+    """A wheel of this checkout, for the copies' ``build-system.requires`` (the session's)."""
+    return plugin_wheel
 
 
 @pytest.fixture(scope="module")
@@ -925,8 +921,10 @@ def _hatch_project(weather: Built, engine: Engine, tmp_path: Path, docker_depend
     pyproject = project / "pyproject.toml"
     text = pyproject.read_text().replace(weather.repo.split("/", 1)[1], engine.new_name("hatch"))
     if docker_dependency:
-        # The build environment needs the docker SDK: the flyte target's own dependencies.
-        text += '\n[tool.hatch.build.targets.flyte]\ndependencies = ["docker"]\n'
+        # The build environment needs the `docker` extra: the flyte target's own dependencies.
+        found = re.search(r'"hatch-flyte @ ([^"]+)"', text)
+        assert found is not None
+        text += f'\n[tool.hatch.build.targets.flyte]\ndependencies = ["hatch-flyte[docker] @ {found[1]}"]\n'
     pyproject.write_text(text)
     return project
 
@@ -965,7 +963,7 @@ def test_hatch_build_image_without_docker_sdk(
     proc = _hatch_build_image(engine, project, ok=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "needs the docker SDK" in out and "hatch-flyte[docker]" in out
+    assert "`installer`" in out and "hatch-flyte[docker]" in out  # the extras, named
 
 
 # --- 5. dependency-only images (include-project = false) ----------------------------------------------
@@ -1037,8 +1035,10 @@ def test_dependency_only_image_runs_tasks_from_the_bundle(
     assert "docker: Step" not in again.stderr
     print(f"code-only rebuild of a dependency-only image (bundle + image, whole command): {seconds:.2f}s")
     # hatch's builder plans it from hatchling's metadata (no wheel): the very same image.
-    with (project / "pyproject.toml").open("a") as f:
-        f.write('\n[tool.hatch.build.targets.flyte]\ndependencies = ["docker"]\n')
+    plugin = re.search(r'"hatch-flyte @ ([^"]+)"', (project / "pyproject.toml").read_text())
+    assert plugin is not None
+    with (project / "pyproject.toml").open("a") as f:  # the docker extra in hatch's build environment
+        f.write(f'\n[tool.hatch.build.targets.flyte]\ndependencies = ["hatch-flyte[docker] @ {plugin[1]}"]\n')
     hatch = _hatch_build_image(engine, project)
     assert read_manifest(project)["image"]["id"] == image["id"], hatch.stdout + hatch.stderr
 

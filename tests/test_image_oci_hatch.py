@@ -5,8 +5,7 @@ from the loopback registry and ``DOCKER_HOST`` points at a socket that does not 
 frontends, ``SOURCE_DATE_EPOCH`` set).
 
 Each frontend gets its own fresh cache directory holding only the dependency wheelhouse (warmed here,
-outside the builds: hatch's build environment has no pip to download it), so each writes every layer
-of the image itself.
+outside the builds, so that no build downloads), so each writes every layer of the image itself.
 """
 
 from __future__ import annotations
@@ -105,6 +104,9 @@ def test_hatch_build_oci_image_daemonless_and_reproducible_across_frontends(
     project = copy_project("weather_pipeline", tmp_path, plugin_wheel)
     with (project / "pyproject.toml").open("a") as f:
         f.write(f'\n[tool.flyte.image]\nbackend = "oci"\nbase = "{registry_base}"\n')
+        # hatch's build environment gets the image extra (pypa installer, pip) from the target.
+        extra = f"hatch-flyte[image] @ {plugin_wheel.as_uri()}"
+        f.write(f'\n[tool.hatch.build.targets.flyte]\ndependencies = ["{extra}"]\n')
     nowhere = f"unix://{tmp_path}/no-docker.sock"  # nothing listens there: no engine, for real
     caches = [tmp_path / "cache-hatch", tmp_path / "cache-cli"]
     for i, cache in enumerate(caches):

@@ -33,11 +33,16 @@ from typing import IO, Any, Protocol
 from hatch_flyte.bundle.selection import BundleFile
 from hatch_flyte.errors import BundleError
 
-_isal: Any
-try:
-    from isal import isal_zlib as _isal
-except ImportError:  # pragma: no cover - isal is a dependency; kept working without it
-    _isal = None
+
+@functools.cache
+def _isal() -> Any:
+    """isal's zlib, or None: imported on the first fast bundle, not by every build that loads the hook."""
+    try:
+        from isal import isal_zlib
+    except ImportError:  # isal comes with the `cli` extra; zlib does the same job, slower
+        return None
+    return isal_zlib
+
 
 #: flyte sets every member's mtime to 1981-01-01T00:00:00Z as a float (tarfile then adds a PAX
 #: ``mtime`` record on the Pythons that store float times).
@@ -74,14 +79,15 @@ class _Compressor(Protocol):
 
 
 def _compressor(compression: str) -> tuple[_Compressor, Callable[[bytes, int], int]]:
+    isal = _isal()
     if compression == "compatible":
         # The same compressor gzip.GzipFile makes for level 9.
         comp: Any = zlib.compressobj(COMPATIBLE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
-    elif _isal is not None:
-        comp = _isal.compressobj(2, zlib.DEFLATED, -zlib.MAX_WBITS)
-    else:  # pragma: no cover
+    elif isal is not None:
+        comp = isal.compressobj(2, zlib.DEFLATED, -zlib.MAX_WBITS)
+    else:
         comp = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
-    crc32: Callable[[bytes, int], int] = _isal.crc32 if _isal is not None else zlib.crc32
+    crc32: Callable[[bytes, int], int] = isal.crc32 if isal is not None else zlib.crc32
     return comp, crc32
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from hatch_flyte.config import ImageConfig
 from hatch_flyte.errors import ImageError
+from hatch_flyte.extras import require_image_backend
 from hatch_flyte.image.backend import ImageBackend
 from hatch_flyte.image.modules import EnvironmentSource, check_modules_in_wheel
 from hatch_flyte.image.plan import (
@@ -109,6 +110,8 @@ def build_image(
     ``output_dir`` (default: the wheel's directory, else the project's ``dist``).
     """
     config = config or project.config.image
+    # Before any work: a missing extra is a one-line fix, not a half-made image.
+    require_image_backend(config.backend)
     if wheel is not None and config.include_project:
         check_modules_in_wheel(wheel, environments, str(project.pyproject or project.directory))
     meta = metadata or image_metadata(project, wheel, config)

@@ -16,15 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from installer import install
-from installer.destinations import WheelDestination
-from installer.exceptions import InstallerError
-from installer.records import Hash, RecordEntry
-from installer.scripts import Script
-from installer.sources import WheelFile
-from installer.utils import Scheme, construct_record_file, copyfileobj_with_hashing, fix_shebang
-
 from hatch_flyte.errors import ImageError
+from hatch_flyte.extras import missing_extra_message
+
+try:
+    from installer import install
+    from installer.destinations import WheelDestination
+    from installer.exceptions import InstallerError
+    from installer.records import Hash, RecordEntry
+    from installer.scripts import Script
+    from installer.sources import WheelFile
+    from installer.utils import Scheme, construct_record_file, copyfileobj_with_hashing, fix_shebang
+except ImportError:  # every image path imports this module first: say which extra is missing
+    raise ImageError(missing_extra_message("building images", "image", ["installer"])) from None
 
 if TYPE_CHECKING:
     from installer.scripts import ScriptSection

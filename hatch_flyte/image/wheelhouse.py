@@ -25,6 +25,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 
 from hatch_flyte.cache import cache_dir
 from hatch_flyte.errors import ImageError
+from hatch_flyte.extras import missing_extra_message
 from hatch_flyte.manifest import sha256_file
 from hatch_flyte.project import Project, load_project
 from hatch_flyte.report import step
@@ -260,9 +261,7 @@ def _download(
             )
         if "No module named pip" in proc.stderr:
             raise ImageError(
-                f"pip is not installed in the build environment ({sys.executable}); the image's "
-                "wheelhouse is resolved with `pip download`. Install hatch-flyte with its dependencies "
-                "there (it requires pip), or add pip to `[tool.hatch.build.targets.flyte] dependencies`"
+                missing_extra_message("the image's wheelhouse (`pip download`)", "image", ["pip"])
             )
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])

@@ -21,7 +21,7 @@ from hatchling.metadata.core import ProjectMetadata
 
 from hatch_flyte.bundle import BundleOptions, build
 from hatch_flyte.errors import BuildError, HatchFlyteError
-from hatch_flyte.frontends.hatch.glue import app_logging, sharing
+from hatch_flyte.frontends.hatch.glue import app_logging, check_hatchling, sharing
 from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
 from hatch_flyte.pipeline import NO_BUNDLE, Analysis, analyse, manifest_for, project_bundle_options
 from hatch_flyte.project import Project, load_project
@@ -86,6 +86,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
     def _context(self) -> tuple[Project, Analysis]:
         state = self.__dict__.setdefault("_flyte_state", {})
         if "project" not in state:
+            check_hatchling()
             project = load_project(Path(self.root))
             if not project.config.present:
                 self.app.display_info(
@@ -182,6 +183,9 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
     def build_image(self, directory: str, **build_data: Any) -> str:
         """Build the image from this run's wheel (made aside when not asked for); a dependency-only
         image (``include-project = false``) from hatchling's metadata, with no wheel."""
+        from hatch_flyte.extras import require_image_backend
+
+        require_image_backend(self._context()[0].config.image.backend)  # before importing the backend
         from hatch_flyte.image import ProjectMetadata, build_image
         from hatch_flyte.pipeline import image_failed, source_files
 

@@ -65,3 +65,27 @@ def sharing(root: Path, value: Any) -> Iterator[None]:
 def shared(root: Path) -> Any | None:
     """What the ``flyte`` builder offers for ``root``, if this wheel is built by it."""
     return _SHARED.get(root.resolve())
+
+
+#: The oldest hatchling the builder and hook are tested with. Not a requirement of the package (a
+#: hatchling project brings its own hatchling; the setuptools plugin needs none), so checked here.
+MIN_HATCHLING = (1, 21)
+
+
+def check_hatchling() -> None:
+    """Fail with a clear message when the running hatchling is older than :data:`MIN_HATCHLING`."""
+    from hatchling.__about__ import __version__
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        release = Version(__version__).release
+    except InvalidVersion:
+        return  # a development build: trust it
+    if release[:2] < MIN_HATCHLING:
+        from hatch_flyte.errors import BuildError
+
+        wanted = ".".join(map(str, MIN_HATCHLING))
+        raise BuildError(
+            f"hatch-flyte needs hatchling>={wanted}, but this build runs hatchling {__version__}: "
+            f'require "hatchling>={wanted}" in [build-system] requires of pyproject.toml'
+        )

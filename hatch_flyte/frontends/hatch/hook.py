@@ -17,23 +17,16 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 from hatch_flyte import ENTRY_POINT_GROUP
-from hatch_flyte.bundle import BundleOptions
 from hatch_flyte.errors import ConfigError, DiscoveryError, HatchFlyteError
 from hatch_flyte.frontends.hatch.glue import app_logging, shared
-from hatch_flyte.manifest import MANIFEST_NAME, write_manifest
-from hatch_flyte.pipeline import (
-    NO_BUNDLE,
-    analyse,
-    bundle_for,
-    entry_points,
-    manifest_for,
-    outside_wheel,
-    outside_wheel_message,
-)
-from hatch_flyte.project import load_project
+
+# The pipeline is imported in _initialize(): hatchling loads this module for every wheel build in an
+# environment where hatch-flyte is installed, including the builds of projects that do not use it.
 
 log = logging.getLogger("hatch_flyte")
 
+#: Asked for only when the hook writes a bundle (zlib does the job without it, ~4x slower).
+BUNDLE_REQUIREMENTS = ["isal>=1.6"]
 _HOOK_OPTIONS = {
     "bundle-dir",
     # read by hatchling itself for every hook
@@ -63,6 +56,12 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             )
         return value
 
+    def dependencies(self) -> list[str]:
+        """Extra build requirements: isal when the hook writes a bundle, else none."""
+        if self.target_name != "wheel" or self._bundle_dir() is None:
+            return []
+        return list(BUNDLE_REQUIREMENTS)
+
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel":
             return  # an sdist carries sources only; the bundle is made from them later
@@ -76,6 +75,21 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
                 raise
 
     def _initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        from hatch_flyte.bundle import BundleOptions
+        from hatch_flyte.frontends.hatch.glue import check_hatchling
+        from hatch_flyte.manifest import MANIFEST_NAME, write_manifest
+        from hatch_flyte.pipeline import (
+            NO_BUNDLE,
+            analyse,
+            bundle_for,
+            entry_points,
+            manifest_for,
+            outside_wheel,
+            outside_wheel_message,
+        )
+        from hatch_flyte.project import load_project
+
+        check_hatchling()
         bundle_dir = self._bundle_dir()
         offered = shared(Path(self.root))  # built by the `flyte` target, which analysed already
         project, analysis = offered if offered is not None else (None, None)

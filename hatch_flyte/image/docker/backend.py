@@ -76,13 +76,11 @@ def _where() -> str:
 
 def connect() -> Any:
     """A docker client, or a clear error saying where we looked and what to do."""
-    try:
-        import docker
-    except ImportError:
-        raise ImageError(
-            "the image backend `docker` needs the docker SDK: pip install 'hatch-flyte[docker]' "
-            "(or add `docker` to the build environment)"
-        ) from None
+    from hatch_flyte.extras import require
+
+    require("docker", "the `docker` image backend", ImageError)
+    import docker
+
     try:
         client = docker.from_env()
         client.ping()
