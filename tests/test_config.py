@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hatch_flyte.config import BundleConfig, FlyteConfig, as_compression, load_config, parse_config
+from hatch_flyte.config import BundleConfig, FlyteConfig, load_config, parse_config
 from hatch_flyte.errors import ConfigError, HatchFlyteError
 
 
@@ -434,13 +434,6 @@ def test_good_keys_do_not_hide_bad_ones(tmp_path: Path) -> None:
         """,
     )
     assert [p.split("`")[1] for p in problems] == ["tool.flyte.python", "tool.flyte.bundle.secrets"]
-
-
-def test_as_compression() -> None:
-    assert as_compression("fast") == "fast"
-    assert as_compression("compatible") == "compatible"
-    with pytest.raises(ValueError):
-        as_compression("fastest")
 
 
 # --- [tool.flyte.image] ------------------------------------------------------------------------

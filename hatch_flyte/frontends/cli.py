@@ -20,7 +20,7 @@ from hatch_flyte import __version__
 from hatch_flyte.bundle import Bundle, BundleOptions, build
 from hatch_flyte.bundle import digest as bundle_digest
 from hatch_flyte.bundle.archive import bundle_name
-from hatch_flyte.config import COMPRESSIONS, as_compression
+from hatch_flyte.config import flag_choices, flags_for, with_overrides
 from hatch_flyte.discovery import discover
 from hatch_flyte.errors import HatchFlyteError
 from hatch_flyte.pipeline import (
@@ -63,9 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "--root-dir", help="bundle root (default: tool.flyte.root-dir, src/ in a src layout, else PATH)"
     )
     b.add_argument("-o", "--output", dest="outdir", help="output directory (default: PATH/dist)")
-    b.add_argument(
-        "--compression", choices=COMPRESSIONS, help="fast (default) or compatible (flyte's exact .tar.gz)"
-    )
+    _add_setting_flags(b, "bundle")
     b.add_argument("--strict", action="store_true", help=_STRICT_HELP)
     b.add_argument("--no-cache", action="store_true", help="read every file even if the tree looks unchanged")
     b.add_argument("--show-files", action="store_true", help="print the bundled files as a tree")
@@ -94,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         "--root-dir", help="bundle root (default: tool.flyte.root-dir, src/ in a src layout, else PATH)"
     )
     bl.add_argument("--no-isolation", action="store_true", help="build the wheel in the current environment")
-    bl.add_argument("--compression", choices=COMPRESSIONS, help="bundle compression (default: from config)")
+    _add_setting_flags(bl, "build")
     bl.add_argument("--strict", action="store_true", help=_STRICT_HELP)
     bl.add_argument(
         "--no-cache", action="store_true", help="read every file even if the tree looks unchanged"
@@ -157,6 +155,25 @@ def _targets(value: str) -> list[str]:
     return list(dict.fromkeys(targets))
 
 
+def _add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags that set a ``[tool.flyte]`` key for this run (the model's FLAGS: choices from the key)."""
+    for flag in flags_for(command):
+        if flag.const is not None:
+            parser.add_argument(
+                flag.flag, dest=flag.key, action="store_const", const=flag.const, help=flag.help
+            )
+        else:
+            parser.add_argument(flag.flag, dest=flag.key, choices=flag_choices(flag), help=flag.help)
+
+
+def _with_flags(project: Project, args: argparse.Namespace, command: str) -> Project:
+    """``project`` with the keys its flags set, validated like the configuration file."""
+    values = {f.key: getattr(args, f.key) for f in flags_for(command) if getattr(args, f.key) is not None}
+    if not values:
+        return project
+    return replace(project, config=with_overrides(project.config, values, "the command line"))
+
+
 def _bundle_json(bundle: Bundle, root: Path) -> dict[str, Any]:
     return {
         "path": str(bundle.path),
@@ -173,12 +190,8 @@ def _bundle_json(bundle: Bundle, root: Path) -> dict[str, Any]:
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    project = load_project(Path(args.path), root_dir=args.root_dir)
-    options = BundleOptions.for_project(
-        project,
-        compression=as_compression(args.compression) if args.compression else None,
-        secrets="error" if args.strict else None,
-    )
+    project = _with_flags(load_project(Path(args.path), root_dir=args.root_dir), args, "bundle")
+    options = BundleOptions.for_project(project, secrets="error" if args.strict else None)
     found = None
     if project.has_pyproject:
         # A project's bundle holds its environments' include= paths too, as flyte deploy's does.
@@ -277,13 +290,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    project = load_project(Path(args.path), root_dir=args.root_dir)
+    project = _with_flags(load_project(Path(args.path), root_dir=args.root_dir), args, "build")
     _hint(project)
-    options = BundleOptions.for_project(
-        project,
-        compression=as_compression(args.compression) if args.compression else None,
-        secrets="error" if args.strict else None,
-    )
+    options = BundleOptions.for_project(project, secrets="error" if args.strict else None)
     if args.no_cache:
         options = replace(options, use_cache=False)
     outdir = Path(args.outdir) if args.outdir else project.directory / "dist"

@@ -20,6 +20,7 @@ from hatchling.builders.wheel import WheelBuilder
 from hatchling.metadata.core import ProjectMetadata
 
 from hatch_flyte.bundle import BundleOptions, build
+from hatch_flyte.config import parse_builder_options
 from hatch_flyte.errors import BuildError, HatchFlyteError
 from hatch_flyte.frontends.hatch.glue import app_logging, check_hatchling, sharing
 from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
@@ -87,6 +88,11 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
         state = self.__dict__.setdefault("_flyte_state", {})
         if "project" not in state:
             check_hatchling()
+            options = parse_builder_options(
+                self.target_config,
+                Path(self.root, "pyproject.toml"),
+                f"tool.hatch.build.targets.{self.PLUGIN_NAME}",
+            )
             project = load_project(Path(self.root))
             if not project.config.present:
                 self.app.display_info(
@@ -100,7 +106,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             self.app.display_info(
                 f"flyte: package {package}, root {project.root_dir}, environments: {names or 'none'}"
             )
-            state.update(project=project, analysis=analysis, artifacts={})
+            state.update(project=project, analysis=analysis, artifacts={}, options=options)
         return state["project"], state["analysis"]
 
     def _bundle_options(self) -> BundleOptions | None:
@@ -170,7 +176,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                 self._record(directory, "bundle", None)
                 return str(Path(directory, MANIFEST_NAME))
             bundle = build(project.root_dir, Path(directory), options)
-            if self.target_config.get("show-files", False):
+            if self.__dict__["_flyte_state"]["options"].show_files:
                 self.app.display(render_tree(project.root_dir, bundle.files))
             verb = "reused" if bundle.reused else "wrote"
             self.app.display_info(

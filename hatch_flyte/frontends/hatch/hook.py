@@ -12,13 +12,16 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 from hatch_flyte import ENTRY_POINT_GROUP
-from hatch_flyte.errors import ConfigError, DiscoveryError, HatchFlyteError
+from hatch_flyte.errors import DiscoveryError, HatchFlyteError
 from hatch_flyte.frontends.hatch.glue import app_logging, shared
+
+if TYPE_CHECKING:
+    from hatch_flyte.config import HookOptions
 
 # The pipeline is imported in _initialize(): hatchling loads this module for every wheel build in an
 # environment where hatch-flyte is installed, including the builds of projects that do not use it.
@@ -27,14 +30,6 @@ log = logging.getLogger("hatch_flyte")
 
 #: Asked for only when the hook writes a bundle (zlib does the job without it, ~4x slower).
 BUNDLE_REQUIREMENTS = ["isal>=1.6"]
-_HOOK_OPTIONS = {
-    "bundle-dir",
-    # read by hatchling itself for every hook
-    "dependencies",
-    "require-runtime-dependencies",
-    "require-runtime-features",
-    "enable-by-default",
-}
 
 
 class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
@@ -42,23 +37,24 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
     PLUGIN_NAME = "flyte"
 
-    def _bundle_dir(self) -> str | None:
-        unknown = sorted(set(self.config) - _HOOK_OPTIONS)
-        where = f"{self.root}/pyproject.toml"
-        if unknown:
-            raise ConfigError(
-                where, [f"unknown option `{k}` for build hook `flyte`; valid: bundle-dir" for k in unknown]
-            )
-        value = self.config.get("bundle-dir")
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(
-                where, ["option `bundle-dir` for build hook `flyte` must be a non-empty string"]
-            )
-        return value
+    def _options(self) -> HookOptions:
+        """This hook's table, validated like ``[tool.flyte]`` (hatchling's own keys pass)."""
+        from hatch_flyte.config import parse_hook_options
+
+        return parse_hook_options(self.config, Path(self.root, "pyproject.toml"), self._table_name())
+
+    def _table_name(self) -> str:
+        """Where the options come from: the wheel target's hooks table replaces the global one."""
+        build = self.metadata.config.get("tool", {}).get("hatch", {}).get("build", {})
+        targets = build.get("targets", {}) if isinstance(build, dict) else {}
+        target = targets.get(self.target_name, {}) if isinstance(targets, dict) else {}
+        if isinstance(target, dict) and self.PLUGIN_NAME in target.get("hooks", {}):
+            return f"tool.hatch.build.targets.{self.target_name}.hooks.{self.PLUGIN_NAME}"
+        return f"tool.hatch.build.hooks.{self.PLUGIN_NAME}"
 
     def dependencies(self) -> list[str]:
         """Extra build requirements: isal when the hook writes a bundle, else none."""
-        if self.target_name != "wheel" or self._bundle_dir() is None:
+        if self.target_name != "wheel" or self._options().bundle_dir is None:
             return []
         return list(BUNDLE_REQUIREMENTS)
 
@@ -90,7 +86,7 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         from hatch_flyte.project import load_project
 
         check_hatchling()
-        bundle_dir = self._bundle_dir()
+        bundle_dir = self._options().bundle_dir
         offered = shared(Path(self.root))  # built by the `flyte` target, which analysed already
         project, analysis = offered if offered is not None else (None, None)
         if project is None or analysis is None:

@@ -1,0 +1,176 @@
+"""hatch-flyte's configuration: one typed model (:mod:`.model`) for ``[tool.flyte]``, the build hook's
+and the hatch target's options and the command-line flags, validated the same way (:mod:`.convert`)
+and documented from the same fields (:mod:`.docs`).
+
+All problems in one file are collected and raised as a single :class:`ConfigError`, each naming the
+dotted key, what was found and what is expected.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar, get_args
+
+from hatch_flyte.config.convert import Checker, fields_of, kind
+from hatch_flyte.config.model import (
+    FLAGS,
+    HATCHLING_HOOK_KEYS,
+    HATCHLING_TARGET_KEYS,
+    BuilderOptions,
+    BundleConfig,
+    Compression,
+    CopyStyle,
+    Discovery,
+    Flag,
+    FlyteConfig,
+    HookOptions,
+    ImageConfig,
+    SecretsPolicy,
+)
+from hatch_flyte.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = [
+    "COMPRESSIONS",
+    "DISCOVERIES",
+    "FLAGS",
+    "SECRETS_POLICIES",
+    "BuilderOptions",
+    "BundleConfig",
+    "Compression",
+    "Discovery",
+    "Flag",
+    "FlyteConfig",
+    "HookOptions",
+    "ImageConfig",
+    "SecretsPolicy",
+    "flag_choices",
+    "flags_for",
+    "load_config",
+    "load_toml",
+    "parse_builder_options",
+    "parse_config",
+    "parse_hook_options",
+    "with_overrides",
+]
+
+T = TypeVar("T")
+
+COMPRESSIONS: tuple[str, ...] = get_args(Compression)
+SECRETS_POLICIES: tuple[str, ...] = get_args(SecretsPolicy)
+DISCOVERIES: tuple[str, ...] = get_args(Discovery)
+COPY_STYLES: tuple[str, ...] = get_args(CopyStyle)
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning syntax errors into a :class:`ConfigError` with line and column."""
+    try:
+        with path.open("rb") as f:
+            data: dict[str, Any] = tomllib.load(f)
+            return data
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path), ["file not found: create it or point at the project directory"]
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), [f"malformed TOML: {e}"]) from None
+    except OSError as e:
+        raise ConfigError(str(path), [f"cannot read the file: {e.strerror or e}"]) from None
+
+
+def load_config(pyproject: Path) -> FlyteConfig:
+    """Load and validate ``[tool.flyte]`` from ``pyproject``."""
+    return parse_config(load_toml(pyproject), pyproject)
+
+
+def parse_config(data: Mapping[str, Any], pyproject: Path) -> FlyteConfig:
+    """Validate the ``[tool.flyte]`` part of an already parsed pyproject.toml."""
+    tool = data.get("tool", {})
+    raw = tool.get("flyte") if isinstance(tool, Mapping) else None
+    if raw is None:
+        return FlyteConfig()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(str(pyproject), [f"`tool.flyte` must be a table, got {kind(raw)}"])
+    checker = Checker(pyproject.parent)
+    config = checker.build(FlyteConfig, raw, "tool.flyte", present=True)
+    if checker.problems:
+        raise ConfigError(str(pyproject), checker.problems)
+    return config
+
+
+def parse_hook_options(options: Mapping[str, Any], pyproject: Path, table: str) -> HookOptions:
+    """Validate the build hook's table (``table`` names it in messages); hatchling's keys pass."""
+    checker = Checker(pyproject.parent)
+    parsed = checker.build(
+        HookOptions, _table(options, table, checker), table, passthrough=HATCHLING_HOOK_KEYS
+    )
+    if checker.problems:
+        raise ConfigError(str(pyproject), checker.problems)
+    return parsed
+
+
+def parse_builder_options(options: Mapping[str, Any], pyproject: Path, table: str) -> BuilderOptions:
+    """Validate the ``flyte`` target's table; the options hatchling reads in any target pass."""
+    checker = Checker(pyproject.parent)
+    parsed = checker.build(
+        BuilderOptions, _table(options, table, checker), table, passthrough=HATCHLING_TARGET_KEYS
+    )
+    if checker.problems:
+        raise ConfigError(str(pyproject), checker.problems)
+    return parsed
+
+
+def _table(raw: Any, name: str, checker: Checker) -> Mapping[str, Any]:
+    if isinstance(raw, Mapping):
+        return raw
+    checker.problems.append(f"`{name}` must be a table, got {kind(raw)}")
+    return {}
+
+
+def flags_for(command: str) -> tuple[Flag, ...]:
+    """The flags that set a key, for ``command``."""
+    return tuple(f for f in FLAGS if command in f.commands)
+
+
+def flag_choices(flag: Flag) -> tuple[str, ...] | None:
+    """The values a flag accepts, from its key's type (None: any string)."""
+    if flag.const is not None:
+        return None
+    base = _shape(flag.key).base
+    args = get_args(base)
+    return tuple(args) if args else None
+
+
+def with_overrides(config: FlyteConfig, values: Mapping[str, Any], source: str) -> FlyteConfig:
+    """``config`` with dotted keys (``bundle.compression``) set, checked like ``[tool.flyte]`` itself;
+    ``source`` names where the values came from in messages (``the command line``)."""
+    checker = Checker(Path.cwd())
+    for dotted, value in values.items():
+        config = _replace_at(config, dotted.split("."), value, checker, "tool.flyte")
+    if checker.problems:
+        raise ConfigError(source, checker.problems)
+    return config
+
+
+def _replace_at(table: T, path: list[str], value: Any, checker: Checker, prefix: str) -> T:
+    head, *rest = path
+    if not rest:
+        return replace(table, **checker.table(type(table), {head: value}, prefix))  # type: ignore[type-var]
+    name = fields_of(type(table))[head][0].name
+    inner = _replace_at(getattr(table, name), rest, value, checker, f"{prefix}.{head}")
+    return replace(table, **{name: inner})  # type: ignore[type-var]
+
+
+def _shape(dotted: str) -> Any:
+    cls: type[Any] = FlyteConfig
+    *path, last = dotted.split(".")
+    for part in path:
+        cls = fields_of(cls)[part][1].base
+    return fields_of(cls)[last][1]
