@@ -7,13 +7,17 @@ place only when the backend succeeded, so a failing backend leaves nothing behin
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
+from email.message import Message
+from email.parser import BytesParser
 from pathlib import Path
 
 from hatch_flyte.atomic import ensure_directory
@@ -78,3 +82,22 @@ def build_wheel(project_dir: Path, outdir: Path, *, isolation: bool = True) -> P
         return target
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_metadata(wheel: Path) -> Message:
+    """The wheel's ``.dist-info/METADATA``, read once per build whoever asks (image labels,
+    requirements, tags): remembered while the file keeps its size and modification time."""
+    st = wheel.stat()
+    return _read_metadata(str(wheel), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_metadata(path: str, size: int, mtime_ns: int) -> Message:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist() if n.endswith(".dist-info/METADATA")), None)
+            if name is None:
+                raise BuildError(f"{path} has no .dist-info/METADATA; is it a wheel?")
+            return BytesParser().parsebytes(zf.read(name))
+    except (OSError, zipfile.BadZipFile) as e:
+        raise BuildError(f"cannot read the wheel {path}: {e}; build it again") from None

@@ -16,11 +16,9 @@ import platform as host_platform
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.parser import BytesParser
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -42,6 +40,7 @@ from hatch_flyte.image.wheelhouse import (
 )
 from hatch_flyte.manifest import sha256_file
 from hatch_flyte.project import Project
+from hatch_flyte.wheel import read_metadata
 
 log = logging.getLogger("hatch_flyte.image")
 DEFAULT_SOURCE_DATE_EPOCH = 315532800  # 1980-01-01, when SOURCE_DATE_EPOCH is not set
@@ -210,11 +209,7 @@ class ProjectMetadata:
 
     @classmethod
     def from_wheel(cls, wheel: Path) -> ProjectMetadata:
-        with zipfile.ZipFile(wheel) as zf:
-            name = next((n for n in zf.namelist() if n.endswith(".dist-info/METADATA")), None)
-            if name is None:
-                raise ImageError(f"{wheel} has no .dist-info/METADATA; is it a wheel?")
-            message = BytesParser().parsebytes(zf.read(name))
+        message = read_metadata(wheel)
         return cls(
             name=str(message.get("Name") or ""),
             version=str(message.get("Version") or ""),

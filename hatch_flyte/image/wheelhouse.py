@@ -13,10 +13,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.parser import BytesParser
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -29,7 +27,7 @@ from hatch_flyte.extras import missing_extra_message
 from hatch_flyte.manifest import sha256_file
 from hatch_flyte.project import Project, load_project
 from hatch_flyte.report import step
-from hatch_flyte.wheel import build_wheel
+from hatch_flyte.wheel import build_wheel, read_metadata
 
 log = logging.getLogger(__name__)
 REQUIREMENTS = "requirements.txt"
@@ -86,12 +84,7 @@ class Wheelhouse:
 
 def wheel_requirements(wheel: Path, target: Target) -> list[Requirement]:
     """The wheel's ``Requires-Dist`` that apply on ``target`` (markers evaluated, no extras)."""
-    with zipfile.ZipFile(wheel) as zf:
-        meta_name = next((n for n in zf.namelist() if n.endswith(".dist-info/METADATA")), None)
-        if meta_name is None:
-            raise ImageError(f"{wheel} has no .dist-info/METADATA; is it a wheel?")
-        message = BytesParser().parsebytes(zf.read(meta_name))
-    return requirements_on(message.get_all("Requires-Dist") or [], target)
+    return requirements_on(read_metadata(wheel).get_all("Requires-Dist") or [], target)
 
 
 def requirements_on(requires_dist: Sequence[str], target: Target) -> list[Requirement]:
