@@ -88,8 +88,10 @@ def test_hook_registration_imports_nothing_of_the_pipeline() -> None:
     assert json.loads(out) == [
         "hatch_flyte",
         "hatch_flyte.__about__",
+        "hatch_flyte.errors",
         "hatch_flyte.frontends",
         "hatch_flyte.frontends.hatch",
+        "hatch_flyte.frontends.hatch.glue",  # logging glue: standard library only
         "hatch_flyte.frontends.hatch.hook",
         "hatch_flyte.frontends.hatch.plugin",
     ]
