@@ -85,16 +85,13 @@ def test_hook_registration_imports_nothing_of_the_pipeline() -> None:
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('hatch_flyte', 'isal')))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert json.loads(out) == [
-        "hatch_flyte",
-        "hatch_flyte.__about__",
-        "hatch_flyte.errors",
-        "hatch_flyte.frontends",
-        "hatch_flyte.frontends.hatch",
-        "hatch_flyte.frontends.hatch.glue",  # logging glue: standard library only
-        "hatch_flyte.frontends.hatch.hook",
-        "hatch_flyte.frontends.hatch.plugin",
-    ]
+    loaded = json.loads(out)
+    assert "hatch_flyte.frontends.hatch.hook" in loaded
+    # The wings and the core's pipeline wait for a build that uses the hook (light value types such
+    # as the errors or deploy's results may load with the package).
+    wings = {"pipeline", "project", "config", "manifest", "wheel", "bundle", "discovery", "image"}
+    heavy = [m for m in loaded if m.startswith("isal") or (m.split(".")[1:2] and m.split(".")[1] in wings)]
+    assert heavy == []
 
 
 def test_old_hatchling_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
