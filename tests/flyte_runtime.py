@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 import re
 import subprocess
 import sys
 import tarfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -120,7 +121,8 @@ def deploy():
             for entity in deployed.deployed_entities:
                 template = entity.deployed_task.task_template
                 tasks.append({"env": env_name, "task": template.id.name, "version": template.id.version,
-                              "image": template.container.image, "args": list(template.container.args)})
+                              "image": template.container.image, "args": list(template.container.args),
+                              "environment": {e.key: e.value for e in template.container.env}})
     return tasks
 
 
@@ -167,6 +169,21 @@ class TaskSpec:
     image: str
     #: The container's args as registered (``a0 --inputs {{.input}} ...``).
     args: tuple[str, ...]
+    #: The container's environment as registered (``_F_SYS_PATH``: a0 reads it), set in the pod.
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def registered(cls, template: Any) -> TaskSpec:
+        """The task of a ``TaskTemplate`` message as a control plane received it (``DeployTask``)."""
+        container = template.container
+        return cls(
+            env=template.id.name.rpartition(".")[0],
+            task=template.id.name,
+            version=template.id.version,
+            image=container.image,
+            args=tuple(container.args),
+            environment={e.key: e.value for e in container.env},
+        )
 
     @property
     def module(self) -> str:
@@ -210,7 +227,7 @@ def dry_run_tasks(
     job = {"root": str(root), "envs": list(envs), "image": image, "version": version, "mode": mode,
            "project": PROJECT, "domain": DOMAIN, "org": ORG}  # fmt: skip
     return [
-        TaskSpec(t["env"], t["task"], t["version"], t["image"], tuple(t["args"]))
+        TaskSpec(t["env"], t["task"], t["version"], t["image"], tuple(t["args"]), t["environment"])
         for t in _flyte("deploy", job, scratch)
     ]
 
@@ -324,7 +341,8 @@ def run_in_container(
     args = a0_args(spec, run_dir=CONTAINER_RUN_DIR, tgz=tgz)
     owner = int(user.split(":", 1)[0]) if user else 0
     container = client.containers.create(
-        image, args, user=user or "", network_mode="none", environment=a0_environment(CONTAINER_RUN_DIR),
+        image, args, user=user or "", network_mode="none",
+        environment={**spec.environment, **a0_environment(CONTAINER_RUN_DIR)},
         working_dir=working_dir,
     )  # fmt: skip
     try:
@@ -349,7 +367,7 @@ def run_in_container(
 
 @dataclass(frozen=True)
 class PodCase:
-    """One built image of the pod project, with flyte's commands for it and the task's inputs."""
+    """One built image of a project, with flyte's commands for one of its tasks and its inputs."""
 
     root: Path
     image: str
@@ -359,13 +377,23 @@ class PodCase:
     scratch: Path
 
 
-def prepare_pod_case(root: Path, image: str, bundle: Path, scratch: Path) -> PodCase:
-    """flyte's dry-run commands for the pod project on ``image`` in both modes, and its inputs."""
+def prepare_pod_case(
+    root: Path,
+    image: str,
+    bundle: Path,
+    scratch: Path,
+    *,
+    env: str = POD_ENV,
+    task: str = "pod_check.greet",
+    values: Mapping[str, Any] = POD_INPUTS,
+) -> PodCase:
+    """flyte's dry-run commands for ``task`` of ``env`` (default: the pod project's) on ``image`` in
+    both modes, and its inputs ``values``."""
     specs = {}
     for mode in ("fast", "full"):
-        (spec,) = dry_run_tasks(root, [POD_ENV], image=image, version="v1", mode=mode, scratch=scratch)
-        specs[mode] = spec
-    inputs = write_inputs(root, specs["full"], POD_INPUTS, scratch / "inputs" / "inputs.pb", scratch)
+        found = dry_run_tasks(root, [env], image=image, version="v1", mode=mode, scratch=scratch)
+        (specs[mode],) = (s for s in found if s.task == task)
+    inputs = write_inputs(root, specs["full"], values, scratch / "inputs" / "inputs.pb", scratch)
     return PodCase(root, image, bundle, specs, inputs, scratch)
 
 
@@ -420,23 +448,29 @@ def assert_pod_ran(case: PodCase, mode: str, user: str | None, run: A0Run, resul
     assert value["uid"] == (int(user.split(":")[0]) if user else 0)
     assert value["cwd"] == "/home/flyte"
     if mode == "fast":  # the bundle's copy shadows the wheel's (a0 puts "." first on sys.path)
-        assert value["module"] == "/home/flyte/pod_check/tasks.py"
+        # (found through the registered _F_SYS_PATH, ``./.``: the path says ``/home/flyte/././``)
+        assert posixpath.normpath(value["module"]) == "/home/flyte/pod_check/tasks.py"
     else:
         assert re.fullmatch(r"/opt/venv/lib/python3\.\d+/site-packages/pod_check/tasks\.py", value["module"])
 
 
-def run_on_host(spec: TaskSpec, inputs: Path, run_dir: Path, *, bundle: Path | None) -> A0Run:
+def run_on_host(
+    root: Path, spec: TaskSpec, values: Mapping[str, Any], run_dir: Path, *, bundle: Path | str | None
+) -> tuple[A0Run, Result]:
     """``a0 <args>`` with this environment's flyte (which has not the project: fast mode brings it
-    in the bundle) in an empty working directory ``run_dir/work``, with only git, tar and gzip on
-    PATH. The outputs land in ``run_dir/outputs``."""
-    work, outputs = run_dir / "work", run_dir / "outputs"
-    for directory in (work, outputs, run_dir / "inputs"):
+    in the bundle, a local path or a URL such as the registered ``--tgz``) in an empty working
+    directory ``run_dir/work``, with only git, tar and gzip on PATH, on inputs ``values``; the
+    outputs land in ``run_dir/outputs`` and are read back."""
+    work, outputs, scratch = run_dir / "work", run_dir / "outputs", run_dir / "flyte"
+    for directory in (work, outputs):
         directory.mkdir(parents=True)
-    (run_dir / "inputs" / "inputs.pb").write_bytes(inputs.read_bytes())
+    write_inputs(root, spec, values, run_dir / "inputs" / "inputs.pb", scratch)  # where a0_args says
     args = a0_args(spec, run_dir=str(run_dir), tgz=str(bundle) if bundle is not None else None)
     a0 = Path(sys.executable).parent / args[0]
-    env = oracle_env(tools_dir(run_dir / "tools"), {**a0_environment(str(run_dir)), "HOME": str(run_dir)})
+    pod_env = {**spec.environment, **a0_environment(str(run_dir)), "HOME": str(run_dir)}
+    env = oracle_env(tools_dir(run_dir / "tools"), pod_env)
     proc = subprocess.run(
         [str(a0), *args[1:]], cwd=work, env=env, capture_output=True, text=True, check=False, timeout=300
     )
-    return A0Run(proc.returncode, proc.stdout + proc.stderr, outputs)
+    run = A0Run(proc.returncode, proc.stdout + proc.stderr, outputs)
+    return run, read_result(root, spec, outputs, scratch)

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from fake_control_plane import Running
 from flyte_oracle import oracle_env, tools_dir
+from flyte_runtime import Result, TaskSpec, run_on_host
 
 import hatch_flyte
 from hatch_flyte.deploy import DeployResult
@@ -35,7 +36,6 @@ from hatch_flyte.project import load_project
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_projects"
 SCRIPT = Path(sys.executable).parent / "hatch-flyte"
-A0 = Path(sys.executable).parent / "a0"
 IMAGE = "127.0.0.1:5000/orbit-tools:1.2.0"
 CUDA = "127.0.0.1:5000/cuda-runtime:12"
 
@@ -303,76 +303,6 @@ def test_full_mode_uploads_nothing_and_runs_on_the_manifest_image(
 
 # --- flyte's own runtime runs what was registered -------------------------------------------------
 
-_IO = r"""
-import asyncio, json, sys
-from pathlib import Path
-
-import flyte
-from flyte.models import NativeInterface
-from flyte._internal.runtime.convert import convert_from_native_to_inputs, convert_outputs_to_native
-from flyte._internal.runtime.io import load_error, load_outputs, upload_inputs
-
-# The registered task's signature: this interpreter has flyte but not the project.
-def period(body: str) -> float: ...
-
-iface = NativeInterface.from_callable(period)
-mode, where = sys.argv[1], Path(sys.argv[2])
-if mode == "write":
-    inputs = asyncio.run(convert_from_native_to_inputs(iface, **json.loads(sys.argv[3])))
-    asyncio.run(upload_inputs(inputs, str(where)))
-else:
-    if (where / "error.pb").exists():
-        err = asyncio.run(load_error(str(where / "error.pb")))
-        print(json.dumps({"error": err.message}))
-    else:
-        outputs = asyncio.run(load_outputs(str(where / "outputs.pb")))
-        print(json.dumps({"value": asyncio.run(convert_outputs_to_native(iface, outputs))}))
-"""
-
-
-def run_a0(args: list[str], inputs: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Run the registered container args with flyte's ``a0`` in an empty working directory, as a pod
-    does; returns the decoded output or error."""
-    for d in ("workdir", "outputs", "raw", "checkpoint"):
-        (work / d).mkdir(parents=True)
-    env = oracle_env(
-        tools_dir(work / "tools", ("tar", "gzip")),
-        {
-            "_U_ORG_NAME": "acme",
-            "FLYTE_INTERNAL_EXECUTION_PROJECT": "orbit",
-            "FLYTE_INTERNAL_EXECUTION_DOMAIN": "dev",
-            "RUN_NAME": "r1",
-            "ACTION_NAME": "a0",
-            "_U_RUN_BASE": str(work / "runs"),
-            "PYTHONDONTWRITEBYTECODE": "1",
-        },
-    )
-    subprocess.run(
-        [sys.executable, "-c", _IO, "write", str(work / "inputs.pb"), json.dumps(inputs)],
-        env=env, check=True, cwd=work, capture_output=True,
-    )  # fmt: skip
-    values = {
-        "{{.input}}": str(work / "inputs.pb"),
-        "{{.outputPrefix}}": str(work / "outputs"),
-        "{{.rawOutputDataPrefix}}": str(work / "raw"),
-        "{{.checkpointOutputPrefix}}": str(work / "checkpoint"),
-        "{{.prevCheckpointPrefix}}": "",
-        "{{.runName}}": "r1",
-        "{{.actionName}}": "a0",
-        "{{.runStartTime}}": "2026-01-01T00:00:00Z",
-    }
-    argv = [values.get(a, a) for a in args]
-    assert argv[0] == "a0"
-    proc = subprocess.run(
-        [str(A0), *argv[1:]], env=env, cwd=work / "workdir", capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]  # a0 exits 0 even when the task raised
-    out = subprocess.run(
-        [sys.executable, "-c", _IO, "read", str(work / "outputs")],
-        env=env, check=True, cwd=work, capture_output=True, text=True,
-    )  # fmt: skip
-    return dict(json.loads(out.stdout))
-
 
 def test_connection_comes_from_flyte_config_with_options_overriding(
     built: Path, cp: Running, fresh_home: Path, tmp_path: Path
@@ -423,21 +353,26 @@ def test_flyte_runtime_runs_the_registered_task_from_the_uploaded_bundle(
     }
     result = hatch_flyte.deploy(built, images={"cuda": CUDA}, **connection)  # type: ignore[arg-type]
     registered = {
-        req.task_id.name: list(req.spec.task_template.container.args)
-        for req in cp.state.requests("DeployTask")
+        r.task_id.name: TaskSpec.registered(r.spec.task_template) for r in cp.state.requests("DeployTask")
     }
     (upload,) = cp.state.uploads
-    assert arg(registered["orbit_base.period"], "--tgz") == upload.path.as_uri() == result.bundle.uri  # type: ignore[union-attr]
+    period = registered["orbit_base.period"]
+    assert period.option("--tgz") == upload.path.as_uri() == result.bundle.uri  # type: ignore[union-attr]
 
-    got = run_a0(registered["orbit_base.period"], {"body": "mars"}, tmp_path / "period")
-    assert got == {"value": round(365.256363004 * BODIES["mars"] ** 1.5, 3)}
+    # a0 downloads the bundle from the registered URL: the uploaded object.
+    root = built.parent / "src"  # only to write the inputs and read the outputs with flyte
+    run, got = run_on_host(root, period, {"body": "mars"}, tmp_path / "period", bundle=period.option("--tgz"))
+    assert run.exit_code == 0, run.logs[-3000:]
+    assert got == Result(value=round(365.256363004 * BODIES["mars"] ** 1.5, 3))
     # The task ran from the bundle flyte downloaded into the working directory.
-    workdir = tmp_path / "period" / "workdir"
+    workdir = tmp_path / "period" / "work"
     assert (workdir / "orbit/flows.py").read_bytes() == (built.parent / "src/orbit/flows.py").read_bytes()
     assert (workdir / upload.path.name).read_bytes() == bundle_path(built).read_bytes()
 
-    failed = run_a0(registered["orbit_base.fail"], {"body": "pluto"}, tmp_path / "fail")
-    assert "no such body: pluto" in failed["error"]
+    fail = registered["orbit_base.fail"]
+    run, failed = run_on_host(root, fail, {"body": "pluto"}, tmp_path / "fail", bundle=fail.option("--tgz"))
+    assert run.exit_code == 0, run.logs[-3000:]  # a0 exits 0 even when the task raised
+    assert failed.value is None and "no such body: pluto" in str(failed.error)
 
 
 # --- the dry run equals what flyte itself would register -------------------------------------

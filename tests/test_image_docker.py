@@ -981,8 +981,6 @@ def _named_copy(weather: Built, engine: Engine, tmp_path: Path, what: str) -> tu
 def test_dependency_only_image_runs_tasks_from_the_bundle(
     weather: Built, engine: Engine, docker_client: Any, tmp_path: Path, no_leftover_containers: None
 ) -> None:
-    from a0_in_image import run_task
-
     project, name = _named_copy(weather, engine, tmp_path, "deps-only")
     with (project / "pyproject.toml").open("a") as f:
         f.write("include-project = false\npush = true\n")
@@ -1042,18 +1040,19 @@ def test_dependency_only_image_runs_tasks_from_the_bundle(
     hatch = _hatch_build_image(engine, project)
     assert read_manifest(project)["image"]["id"] == image["id"], hatch.stdout + hatch.stderr
 
-    # flyte's own a0, in the image, with no network: the task runs from the new bundle ...
+    # flyte's own a0, in the image, with no network: the task runs from the new bundle (fast mode) ...
     bundle = project / "dist" / second["bundle"]["name"]
-    root = project / "src"
-    ran = run_task(docker_client, root, "weather_pipeline.tasks", "station_means", image["ref"],
-                   tmp_path / "io-bundle", bundle, csv_text="")  # fmt: skip
-    assert ran.exit_code == 0 and ran.error is None, ran.log[-3000:]
-    assert ran.output == {**expected_means(project), "new": 1.0}
-    # ... and without the bundle the package is not there to import.
-    bare = run_task(docker_client, root, "weather_pipeline.tasks", "station_means", image["ref"],
-                    tmp_path / "io-bare", None, csv_text="")  # fmt: skip
-    assert bare.output is None
-    assert "No module named 'weather_pipeline'" in f"{bare.error}\n{bare.log}", (bare.error, bare.log[-3000:])
+    case = prepare_pod_case(project / "src", image["ref"], bundle, tmp_path / "a0",
+                            env="weather_pipeline.tasks:env", task="weather.station_means",
+                            values={"csv_text": ""})  # fmt: skip
+    ran, result = run_pod_case(docker_client, case, "fast", None)
+    assert ran.exit_code == 0 and result.error is None, ran.logs[-3000:]
+    assert result.value == {**expected_means(project), "new": 1.0}
+    # ... and without it (full mode) the package is not there to import.
+    bare, missing = run_pod_case(docker_client, case, "full", None)
+    assert missing.value is None
+    seen = f"{missing.error}\n{bare.logs}"
+    assert "No module named 'weather_pipeline'" in seen, (missing, bare.logs[-3000:])
 
 
 # --- 6. a custom Dockerfile as the base ----------------------------------------------------------------
