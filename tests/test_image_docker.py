@@ -49,8 +49,10 @@ from docker_env import (
     setting,
     unique_repository,
 )
+from fake_control_plane import Running, Upload
 from flyte_runtime import (
     PodCase,
+    TaskSpec,
     assert_pod_ran,
     make_pod_project,
     prepare_pod_case,
@@ -1207,3 +1209,40 @@ def test_a_workdir_only_root_may_enter_fails_for_other_users(
     _, result = run_pod_case(docker_client, pod, mode, "1000:1000", working_dir="/root")
     assert result.value is None, result
     assert result.error is not None and f"Permission denied: {denied}" in result.error, result.error
+
+
+def test_flyte_runs_what_was_deployed(
+    pod: PodCase, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """``hatch-flyte deploy`` of the pod build against the fake control plane (fast, then full mode):
+    the task's container args AS REGISTERED run in the built image, ``--network none``, as
+    1000:1000 (root is covered above), fast mode on the very bytes that were uploaded."""
+    home = tmp_path / "home"
+    home.mkdir()  # flyte keeps a bundle cache under ~/.flyte
+    flyte_vars = ("FLYTE_API_KEY", "FLYTECTL_CONFIG", "UCTL_CONFIG")  # no connection but the options'
+    env = {**{k: v for k, v in os.environ.items() if k not in flyte_vars}, "HOME": str(home)}
+    server = Running(tmp_path / "object-store")
+    printed: dict[str, dict[str, Any]] = {}
+    registered: dict[str, TaskSpec] = {}
+    uploads: dict[str, list[Upload]] = {}
+    try:
+        for mode in ("fast", "full"):
+            server.state.reset()
+            cmd = [str(BIN / "hatch-flyte"), "deploy", str(pod.root / "dist"), "--json", "--mode", mode,
+                   "--endpoint", server.endpoint, "--insecure", "--org", "acme", "--project", "pods",
+                   "--domain", "dev"]  # fmt: skip
+            printed[mode] = json.loads(run(cmd, tmp_path, env).stdout)
+            (request,) = server.state.requests("DeployTask")
+            registered[mode] = TaskSpec.registered(request.spec.task_template)
+            uploads[mode] = list(server.state.uploads)
+    finally:
+        server.close()
+
+    (upload,) = uploads["fast"]
+    assert uploads["full"] == [] and upload.data == pod.bundle.read_bytes()
+    assert registered["fast"].option("--tgz") == upload.path.as_uri() == printed["fast"]["bundle"]["uri"]
+    deployed = replace(pod, bundle=upload.path, specs=registered, scratch=tmp_path / "a0")
+    for mode in ("fast", "full"):
+        assert [t["args"] for t in printed[mode]["tasks"]] == [list(registered[mode].args)]
+        ran, result = run_pod_case(docker_client, deployed, mode, "1000:1000")
+        assert_pod_ran(deployed, mode, "1000:1000", ran, result)
