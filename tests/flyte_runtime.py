@@ -3,12 +3,14 @@
 The oracle for a task's container command is flyte itself: :func:`dry_run_tasks` runs
 ``flyte.deploy(..., dry_run=True)`` (a client object pointed at a closed port: nothing is contacted)
 for the given environments, image and version, in fast mode (``copy_style="loaded_modules"``, a
-``--tgz``) or full mode (``copy_style="none"``, no bundle). Inputs are written and outputs read back
-with flyte's own literal conversion and ``runtime/io.py`` helpers (:func:`write_inputs`,
-:func:`read_result`). :func:`run_in_container` runs the command in an image with no network, as any
-user, copying the inputs (and the bundle, given as ``--tgz``) into the container and the outputs
-back out, as a pod's data plane would; :func:`run_on_host` runs it with this environment's ``a0``
-(flyte, not the project) in an empty working directory.
+``--tgz``) or full mode (``copy_style="none"``, no bundle); :meth:`TaskSpec.registered` takes a task
+as a control plane received it instead (``hatch-flyte deploy`` against ``fake_control_plane``).
+Inputs are written and outputs read back with flyte's own literal conversion and ``runtime/io.py``
+helpers (:func:`write_inputs`, :func:`read_result`). :func:`run_in_container` runs the command with
+the task's registered environment in an image with no network, as any user, copying the inputs (and
+the bundle, given as ``--tgz``) into the container and the outputs back out, as a pod's data plane
+would; :func:`run_on_host` runs it with this environment's ``a0`` (flyte, not the project) in an
+empty working directory. Every a0 run of the test suite goes through this module.
 
 Everything that imports flyte runs in a subprocess (flyte keeps global state, and importing it costs
 a second or two), with the project's root first on ``sys.path``.
@@ -108,7 +110,7 @@ def task_of(module, function):
 
 def deploy():
     flyte.init(endpoint="dns:///127.0.0.1:9", insecure=True, root_dir=pathlib.Path(job["root"]),
-               images={"default": job["image"]}, project=job["project"], domain=job["domain"], org=job["org"])
+               images=job["images"], project=job["project"], domain=job["domain"], org=job["org"])
     envs = []
     for ref in job["envs"]:
         module, _, attribute = ref.partition(":")
@@ -219,13 +221,21 @@ def _flyte(command: str, job: Mapping[str, Any], scratch: Path) -> Any:
 
 
 def dry_run_tasks(
-    root: Path, envs: Sequence[str], *, image: str, version: str, mode: str, scratch: Path
+    root: Path,
+    envs: Sequence[str],
+    *,
+    image: str,
+    version: str,
+    mode: str,
+    scratch: Path,
+    images: Mapping[str, str] | None = None,
 ) -> list[TaskSpec]:
     """The tasks of ``envs`` (``module:attribute``, imported from ``root``) as ``flyte.deploy(...,
-    dry_run=True)`` registers them with ``image`` for ``auto`` environments: ``mode`` ``"fast"``
-    (``copy_style="loaded_modules"``, args with ``--tgz``) or ``"full"`` (``copy_style="none"``)."""
-    job = {"root": str(root), "envs": list(envs), "image": image, "version": version, "mode": mode,
-           "project": PROJECT, "domain": DOMAIN, "org": ORG}  # fmt: skip
+    dry_run=True)`` registers them with ``image`` for ``auto`` environments (and ``images`` for
+    ``Image.from_ref_name(name)``): ``mode`` ``"fast"`` (``copy_style="loaded_modules"``, flyte's
+    default; args with ``--tgz``) or ``"full"`` (``copy_style="none"``)."""
+    job = {"root": str(root), "envs": list(envs), "images": {"default": image, **(images or {})},
+           "version": version, "mode": mode, "project": PROJECT, "domain": DOMAIN, "org": ORG}  # fmt: skip
     return [
         TaskSpec(t["env"], t["task"], t["version"], t["image"], tuple(t["args"]), t["environment"])
         for t in _flyte("deploy", job, scratch)

@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 from fake_control_plane import Running
-from flyte_oracle import oracle_env, tools_dir
-from flyte_runtime import Result, TaskSpec, run_on_host
+from flyte_runtime import Result, TaskSpec, dry_run_tasks, run_on_host
 
 import hatch_flyte
 from hatch_flyte.deploy import DeployResult
@@ -377,47 +376,6 @@ def test_flyte_runtime_runs_the_registered_task_from_the_uploaded_bundle(
 
 # --- the dry run equals what flyte itself would register -------------------------------------
 
-_FLYTE_DRY_RUN = r"""
-import importlib, json, sys
-from pathlib import Path
-
-import flyte
-
-spec = json.loads(sys.argv[1])
-root = Path(spec["root"])
-sys.path.insert(0, str(root))
-flyte.init(endpoint="dns:///127.0.0.1:9", insecure=True, org="acme", project="orbit", domain="dev",
-           root_dir=root, images=spec["images"])
-envs = [getattr(importlib.import_module(m), a) for m, a in spec["environments"]]
-tasks = []
-for deployment in flyte.deploy(*envs, dry_run=True, version=spec["version"]):
-    for env in deployment.envs.values():
-        for entity in env.deployed_entities:
-            t = entity.deployed_task.task_template
-            tasks.append({"env": env.env.name, "task": t.id.name, "image": t.container.image,
-                          "args": list(t.container.args)})
-print(json.dumps(tasks))
-"""
-
-
-def flyte_dry_run(
-    root: Path, doc: dict[str, Any], envs: list[dict[str, Any]], images: dict[str, str], work: Path
-) -> list[dict[str, Any]]:
-    spec = {
-        "root": str(root),
-        "images": images,
-        "version": doc["version"],
-        "environments": [(e["module"], e["attribute"]) for e in envs],
-    }
-    work.mkdir(parents=True, exist_ok=True)
-    env = oracle_env(tools_dir(work / "tools"), {"HOME": str(work)})
-    proc = subprocess.run(
-        [sys.executable, "-c", _FLYTE_DRY_RUN, json.dumps(spec)],
-        cwd=work, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return list(json.loads(proc.stdout.strip().splitlines()[-1]))
-
 
 def without_bundle_uri(args: list[str]) -> list[str]:
     i = args.index("--tgz")
@@ -449,7 +407,16 @@ def test_dry_run_registers_what_flyte_deploy_would(
 
     m = manifest(dist)
     root = (dist.parent / m["root_dir"]) if name == "orbit" else (tmp_path / name / m["root_dir"])
-    theirs = flyte_dry_run(root, doc, m["environments"], images, tmp_path / "oracle")
+    specs = dry_run_tasks(
+        root,
+        [f"{e['module']}:{e['attribute']}" for e in m["environments"]],
+        image=IMAGE,
+        images=images,
+        version=doc["version"],
+        mode="fast",
+        scratch=tmp_path / "oracle",
+    )
+    theirs = [{"env": t.env, "task": t.task, "image": t.image, "args": list(t.args)} for t in specs]
     ours = [{**t, "args": without_bundle_uri(t["args"])} for t in doc["tasks"]]
     # flyte registers an environment once per plan that holds it (a dependency of two environments
     # twice), with the same spec each time; we register it once.
