@@ -11,16 +11,14 @@ import functools
 import logging
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path
 
-from hatch_flyte.atomic import ensure_directory
+from hatch_flyte.atomic import ensure_directory, interruptible, run_child, temp_dir
 from hatch_flyte.errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -35,7 +33,7 @@ def _runner(
         out: int | None = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
         out = None
-    subprocess.run(cmd, cwd=cwd, env=env, stdout=out, check=True)
+    run_child(cmd, cwd=cwd, env=env, stdout=out, check=True)
 
 
 def build_wheel(project_dir: Path, outdir: Path, *, isolation: bool = True) -> Path:
@@ -48,10 +46,16 @@ def build_wheel(project_dir: Path, outdir: Path, *, isolation: bool = True) -> P
     from hatch_flyte.extras import require
 
     require("cli", "`hatch-flyte build`", BuildError)
+
+    with interruptible(f"building the wheel of {project_dir} into {outdir}"):
+        return _build_wheel(project_dir, outdir, isolation)
+
+
+def _build_wheel(project_dir: Path, outdir: Path, isolation: bool) -> Path:
     import build as pypa_build
     from build.env import DefaultIsolatedEnv
 
-    tmp = Path(tempfile.mkdtemp(prefix=".hatch-flyte-wheel-", dir=ensure_directory(outdir)))
+    tmp = temp_dir(ensure_directory(outdir), "hatch-flyte-wheel")
     try:
         try:
             if isolation:

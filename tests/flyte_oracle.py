@@ -319,3 +319,71 @@ def flyte_environments(root: Path, workdir: Path, paths: Sequence[Path] = ()) ->
         LoadedEnvironment(e["name"], tuple(e["bindings"]), tuple(e["depends_on"]), e["file"])
         for e in data["environments"]
     ]
+
+
+_SERVER = r"""
+import asyncio
+import json
+import pathlib
+import sys
+
+from flyte._code_bundle.bundle import build_code_bundle
+
+results = open(int(sys.argv[1]), "w")
+for line in sys.stdin:
+    job = json.loads(line)
+    root = pathlib.Path(job["root"])
+    out = pathlib.Path(job["outdir"])
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        cb = asyncio.run(build_code_bundle(root, dryrun=True, copy_bundle_to=out, copy_style="all"))
+        item = {
+            "path": cb.tgz,
+            "files": [pathlib.PurePosixPath(f).relative_to(root).as_posix() for f in cb.files],
+            "computed_version": cb.computed_version,
+        }
+    except Exception as e:
+        item = {"error": f"{type(e).__name__}: {e}"}
+    results.write(json.dumps(item) + "\n")
+    results.flush()
+"""
+
+
+class FlyteOracle:
+    """One long-lived flyte process that builds a bundle per request (for property-based tests,
+    where a new process per tree would cost more than the tree)."""
+
+    def __init__(self, workdir: Path, tools: Sequence[str] = TOOLS) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = tools_dir(workdir / "tools", tools)
+        read_fd, write_fd = os.pipe()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, str(write_fd)],
+            cwd=workdir,
+            env=oracle_env(path),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(write_fd,),
+            text=True,
+        )
+        os.close(write_fd)
+        self._results = os.fdopen(read_fd, "r")
+
+    def build(self, root: Path, outdir: Path) -> FlyteBundle:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"root": str(Path(root).resolve()), "outdir": str(outdir)}) + "\n")
+        self._proc.stdin.flush()
+        line = self._results.readline()
+        if not line:
+            raise RuntimeError(f"the flyte oracle died (exit status {self._proc.wait()})")
+        item = json.loads(line)
+        if "error" in item:
+            return FlyteBundle(None, (), None, item["error"])
+        return FlyteBundle(Path(item["path"]), tuple(item["files"]), item["computed_version"])
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=30)
+        self._results.close()

@@ -205,6 +205,45 @@ def test_symlink_loop(tmp_path: Path) -> None:
     assert "pkg/a" not in bundle.files and "pkg/mod.py" in bundle.files
 
 
+def test_directory_links_in_a_cycle(tmp_path: Path) -> None:
+    """Found by the differential fuzzer: two directory links that lead back up the tree. A
+    directory reached again keeps walking its subdirectories (flyte's walk, kept), so this loop
+    never ends: flyte walks it until the system refuses the path, then crashes with "Too many
+    levels of symbolic links" (checked by hand with flyte 2.12.1: 9-38 s on such trees);
+    hatch-flyte says so at once."""
+    out = outdir(tmp_path)
+    root = make_tree(tmp_path / "root")
+    (root / "pkg" / "sub").mkdir()
+    (root / "pkg" / "sub" / "up").symlink_to("..")
+    (root / "pkg" / "alias").symlink_to("sub")
+    with pytest.raises(BundleError) as info:
+        call_with_timeout(lambda: build(root, out), timeout=10)
+    assert str(info.value) == (
+        f"symlink loop: {root}/pkg/sub/up is {root}/pkg again (a directory link leads back up its own "
+        "tree, so the walk never ends; flyte fails on it too). Remove the link or add it to "
+        "`tool.flyte.bundle.ignores`"
+    )
+    assert listing(out) == []
+    bundle = build(root, out, BundleOptions(ignores=("pkg/sub/up",)))
+    assert "pkg/mod.py" in bundle.files
+
+
+def test_directory_link_to_itself_reached_twice(tmp_path: Path) -> None:
+    """Found by the differential fuzzer: ``pkg/self -> .`` with ``pkg`` also reached through
+    another link. flyte walks ``pkg/self/self/...`` until the system refuses the path and then
+    stops silently (its walk ignores that error), so it bundles the tree; hatch-flyte refuses such
+    a loop at once (a documented difference), and bundles what flyte does once it is ignored."""
+    out = outdir(tmp_path)
+    root = make_tree(tmp_path / "root")
+    (root / "pkg" / "self").symlink_to(".")
+    (root / "alias").symlink_to("pkg")
+    with pytest.raises(BundleError, match=r"^symlink loop: .*/self is .*/pkg again"):
+        call_with_timeout(lambda: build(root, out), timeout=10)
+    assert listing(out) == []
+    bundle = build(root, out, BundleOptions(ignores=("self",)))
+    assert "pkg/mod.py" in bundle.files or "alias/mod.py" in bundle.files
+
+
 def test_self_referencing_symlink(tmp_path: Path) -> None:
     out = outdir(tmp_path)
     root = make_tree(tmp_path / "root")
@@ -799,5 +838,9 @@ def test_every_exception_hatch_flyte_defines_is_a_hatch_flyte_error() -> None:
             if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == info.name:
                 defined[f"{info.name}.{name}"] = value
     assert {"hatch_flyte.errors.BuildError", "hatch_flyte.errors.SecretsError"} <= set(defined)
-    outside = sorted(name for name, cls in defined.items() if not issubclass(cls, HatchFlyteError))
+    # An interruption by a signal is no error: a KeyboardInterrupt, so no `except Exception` swallows it.
+    outside = sorted(
+        name for name, cls in defined.items() if not issubclass(cls, (HatchFlyteError, KeyboardInterrupt))
+    )
+    assert "hatch_flyte.atomic.Interrupted" in defined
     assert outside == [], f"exceptions outside the HatchFlyteError family: {outside}"

@@ -1246,3 +1246,65 @@ def test_flyte_runs_what_was_deployed(
         assert [t["args"] for t in printed[mode]["tasks"]] == [list(registered[mode].args)]
         ran, result = run_pod_case(docker_client, deployed, mode, "1000:1000")
         assert_pod_ran(deployed, mode, "1000:1000", ran, result)
+
+
+# --- interruption --------------------------------------------------------------------------------------
+
+
+def test_interrupted_image_build_leaves_no_container_and_moves_no_tag(
+    weather: Built, engine: Engine, docker_client: Any, tmp_path: Path, no_leftover_containers: None
+) -> None:
+    """SIGTERM while the engine runs the project image's build steps: the engine's build is
+    cancelled (no container left), the new content tag never appears, the version tag still names
+    the previous image, and the command exits 143 with one line saying what was interrupted."""
+    import signal
+
+    project = copy_of(weather.project, tmp_path)
+    pyproject = project / "pyproject.toml"
+    name = engine.new_name("interrupted")
+    pyproject.write_text(pyproject.read_text().replace(weather.repo.split("/", 1)[1], name))
+    old = json.loads(hatch_flyte_build(engine, project).stdout)["image"]
+    tasks = project / "src" / "weather_pipeline" / "tasks.py"
+    tasks.write_text(tasks.read_text() + "\nINTERRUPTED = True\n")
+
+    cmd = [
+        str(BIN / "hatch-flyte"),
+        "build",
+        str(project),
+        "-t",
+        "wheel,bundle,image",
+        "--no-isolation",
+        "-v",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=project.parent,
+        env=tool_env(engine),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line.rstrip("\n"))
+        if line.startswith("info: docker: Step 2/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    else:
+        pytest.fail("the build ended before its steps ran:\n" + "\n".join(seen[-20:]))
+    rest = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, rest
+    last = rest.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"hatch-flyte: interrupted by SIGTERM while building the image {re.escape(engine.registry)}/"
+        rf"{re.escape(name)}:h[0-9a-f]{{20}}; its temporary files were removed",
+        last,
+    ), last
+    tags = {t for image in docker_client.images.list(name=f"{engine.registry}/{name}") for t in image.tags}
+    assert tags == set(old["tags"])
+    assert docker_client.images.get(old["tags"][1]).id == old["id"]
+    dist = project / "dist"
+    assert not [p.name for p in dist.iterdir() if p.name.startswith(".")]
+    assert read_manifest(project)["image"] is None  # written before the image, claims none

@@ -14,16 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hatch_flyte.atomic import PendingFile, ensure_directory
+from hatch_flyte.atomic import PendingFile, ensure_directory, interruptible
 from hatch_flyte.bundle import statcache
 from hatch_flyte.bundle.archive import (
     COMPATIBLE_LEVEL,
     bundle_name,
     digest_files,
     gzip_header,
+    left_out_of_tar,
     write_archive,
 )
-from hatch_flyte.bundle.guard import find_secrets
+from hatch_flyte.bundle.guard import find_secrets, links_leaving
 from hatch_flyte.bundle.ignore import IgnoreRules
 from hatch_flyte.bundle.selection import Selection, select_files, select_listed
 from hatch_flyte.cache import cache_dir
@@ -137,6 +138,14 @@ def select(
         selection = select_files(root, rules, options.include, exclude_dirs=exclude)
     if not selection.files:
         raise BundleError(NOTHING_TO_BUNDLE.format(root=root))
+    dropped = [a for a in selection.arcnames if left_out_of_tar(a)]
+    if dropped:
+        log.warning(
+            "flyte leaves %s out of the bundle's tar (a top-level name starting with `..` looks like a "
+            "path outside the root to it) but counts it in the digest; so does hatch-flyte, to match "
+            "flyte byte for byte. Rename it if the code needs it at run time",
+            ", ".join(dropped),
+        )
     return selection, _guard(selection, options.secrets)
 
 
@@ -147,6 +156,7 @@ def _is_under(path: Path, root: Path) -> bool:
 def _guard(selection: Selection, policy: SecretsPolicy) -> tuple[str, ...]:
     if policy == "off":
         return ()
+    _guard_links(selection, policy)
     flagged = find_secrets(selection.arcnames)
     if not flagged:
         return ()
@@ -163,6 +173,27 @@ def _guard(selection: Selection, policy: SecretsPolicy) -> tuple[str, ...]:
         listing,
     )
     return tuple(flagged)
+
+
+def _guard_links(selection: Selection, policy: SecretsPolicy) -> None:
+    """Name every symlink that leads out of the root: flyte bundles its target's bytes."""
+    leaving = links_leaving(selection.root, (f.path for f in selection.files))
+    if not leaving:
+        return
+    listing = ", ".join(f"{link} -> {target}" for link, target in leaving)
+    if policy == "error":
+        raise SecretsError(
+            f"symlinks in {selection.root} lead outside it, and the bundle would hold what they point to: "
+            f"{listing}. Remove the links, copy what the code needs under the root, or leave them out in "
+            '.flyteignore or `tool.flyte.bundle.ignores`; or set `tool.flyte.bundle.secrets = "warn"`'
+        )
+    log.warning(
+        "these symlinks lead outside the bundle root %s, and the bundle holds what they point to (as "
+        "flyte's does): %s (leave them out in .flyteignore or `tool.flyte.bundle.ignores`; "
+        '`secrets = "error"` or --strict makes this fatal)',
+        selection.root,
+        listing,
+    )
 
 
 def digest(root: Path, options: BundleOptions) -> tuple[Selection, str]:
@@ -211,7 +242,10 @@ def build(root: Path, outdir: Path, options: BundleOptions | None = None) -> Bun
                 seconds=time.perf_counter() - started,
             )
 
-    with PendingFile(outdir, prefix=".fast-bundle-") as pending:
+    with (
+        interruptible(f"writing the code bundle into {outdir}"),
+        PendingFile(outdir, prefix="fast-bundle") as pending,
+    ):
         result = write_archive(selection.files, pending.file, options.compression)
         target = outdir / bundle_name(result.digest)
         reused = target.is_file() and _header_ok(target, options.compression)

@@ -313,7 +313,18 @@ def _read_error(member: BundleFile, e: OSError) -> BundleError:
     )
 
 
+def left_out_of_tar(arcname: str) -> bool:
+    """Whether flyte 2.12 leaves this member out of the tar while keeping it in the digest.
+
+    flyte skips a member whose relative path *starts with* ``..`` as if it were outside the root,
+    so a top-level ``..name`` file is hashed and listed but not archived.
+    """
+    return arcname.startswith("..")
+
+
 def _add(pipe: _GzipPipe, headers: _Headers, member: BundleFile, md5: Any) -> None:
+    if left_out_of_tar(member.arcname):
+        pipe = _Discard()  # type: ignore[assignment]
     try:
         f = open(member.path, "rb", buffering=0)
     except OSError as e:
@@ -348,6 +359,13 @@ def _add(pipe: _GzipPipe, headers: _Headers, member: BundleFile, md5: Any) -> No
     if padding:
         pipe.write(b"\0" * padding)
     md5.update(path_digest_bytes(member.arcname))
+
+
+class _Discard:
+    """Stands in for the tar stream where flyte hashes a member without archiving it."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
 
 
 def _read(f: Any, n: int) -> bytes:

@@ -197,7 +197,8 @@ class FlyteIgnoreFile:
         return cls(path.parent, DockerPatternMatcher(patterns)) if patterns else None
 
     def matches(self, path: str) -> bool:
-        rel = _relative(path, self.directory)
+        # flyte also asks about the file's own directory, as ".": `?`, `*` or `.*` leave it out whole.
+        rel = "." if path == str(self.directory) else _relative(path, self.directory)
         return rel is not None and self.matcher.matches(rel)
 
 

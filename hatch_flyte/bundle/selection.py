@@ -103,6 +103,11 @@ def _stat_or_none(path: Path) -> os.stat_result | None:
 
 
 def _walk_error(err: OSError) -> None:
+    if err.errno == errno.ELOOP:
+        raise BundleError(
+            f"symlink loop: {err.filename} goes through too many symbolic links; remove the link that "
+            "leads back, or add it to `tool.flyte.bundle.ignores`"
+        )
     raise BundleError(
         f"cannot read directory {err.filename}: {err.strerror}; make it readable or add it to "
         "`tool.flyte.bundle.ignores`"
@@ -113,6 +118,7 @@ def _walk(top: str, rules: IgnoreRules, excluded: set[tuple[int, int]], skipped:
     """flyte's walk: follow directory links, visit each directory inode once, sorted file names."""
     out: list[str] = []
     visited: set[int] = set()
+    inodes: dict[str, int] = {}
     for dirpath, dirnames, filenames in os.walk(top, topdown=True, onerror=_walk_error, followlinks=True):
         dirnames[:] = [d for d in dirnames if d != ".git"]
         if excluded:
@@ -120,8 +126,9 @@ def _walk(top: str, rules: IgnoreRules, excluded: set[tuple[int, int]], skipped:
         dirnames[:] = [d for d in dirnames if not rules.is_ignored(os.path.join(dirpath, d), is_dir=True)]
         # A directory reached twice (through a link) keeps the files of its first visit only; its
         # subdirectories are still walked, exactly as flyte does.
-        inode = os.stat(dirpath).st_ino
+        inode = inodes[dirpath] = os.stat(dirpath).st_ino
         if inode in visited:
+            _check_loop(top, dirpath, inode, inodes)
             continue
         visited.add(inode)
         filenames.sort()
@@ -142,6 +149,23 @@ def _walk(top: str, rules: IgnoreRules, excluded: set[tuple[int, int]], skipped:
             out.append(path)
         dirnames[:] = [d for d in dirnames if os.stat(os.path.join(dirpath, d)).st_ino not in visited]
     return out
+
+
+def _check_loop(top: str, dirpath: str, inode: int, inodes: dict[str, int]) -> None:
+    """Refuse a directory that is one of its own ancestors (reached again through links).
+
+    Its subdirectories are walked again, without end: flyte walks such a loop until the system
+    refuses a path with too many links (seconds to minutes, then a crash); this fails at once.
+    """
+    ancestor = os.path.dirname(dirpath)
+    while len(ancestor) >= len(top):
+        if inodes.get(ancestor) == inode:
+            raise BundleError(
+                f"symlink loop: {dirpath} is {ancestor} again (a directory link leads back up its own "
+                "tree, so the walk never ends; flyte fails on it too). Remove the link or add it to "
+                "`tool.flyte.bundle.ignores`"
+            )
+        ancestor = os.path.dirname(ancestor)
 
 
 def _dev_ino(path: str) -> tuple[int, int] | None:
@@ -199,9 +223,12 @@ def _add_includes(
         try:
             rel = resolved.relative_to(root)
         except ValueError:
+            # A path under the root that resolves outside it is a symlink leading out (an error here,
+            # as in flyte): name where it leads.
+            leads = "" if Path(os.path.abspath(path)) == resolved else f" (a symlink to {resolved})"
             raise BundleError(
-                f"include path {path} is outside the bundle root {root}; move it under the root or set "
-                "`tool.flyte.root-dir` one level up"
+                f"include path {path}{leads} is outside the bundle root {root}; move it under the root or "
+                "set `tool.flyte.root-dir` one level up"
             ) from None
         normalized = str(root / rel)
         if normalized not in existing:

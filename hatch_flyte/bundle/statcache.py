@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from hatch_flyte.cache import cache_dir
 log = logging.getLogger(__name__)
 RACY_SECONDS = 2.0
 _VERSION = 1
+_DIGEST = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,21 @@ def lookup(root: Path, fp: Fingerprint) -> Entry | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("version") == _VERSION and data.get("root") == str(root) and data.get("key") == fp.key:
-            return Entry(str(data["digest"]), int(data["tar_size"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
+    except (OSError, ValueError):
+        return None
+    # Anything else in the file (another tool's, a truncated or hand-edited one) is not trusted.
+    if not isinstance(data, dict) or (data.get("version"), data.get("root"), data.get("key")) != (
+        _VERSION,
+        str(root),
+        fp.key,
+    ):
+        return None
+    digest, tar_size = data.get("digest"), data.get("tar_size")
+    if not isinstance(digest, str) or _DIGEST.fullmatch(digest) is None:
+        return None
+    if not isinstance(tar_size, int) or isinstance(tar_size, bool) or tar_size < 0:
+        return None
+    return Entry(digest, tar_size)
 
 
 def store(root: Path, fp: Fingerprint, digest: str, tar_size: int) -> None:

@@ -1,7 +1,7 @@
 """The ``hatch-flyte`` command: inspect, build and deploy Flyte artifacts outside hatch.
 
 Exit status: 0 on success, 1 on a user error (the message says what and how to fix it), 2 on a
-usage error.
+usage error, 128+N when signal N (SIGINT, SIGTERM, SIGHUP) interrupted it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hatch_flyte import __version__
+from hatch_flyte.atomic import Interrupted, interruptible
 from hatch_flyte.bundle import Bundle, BundleOptions, build
 from hatch_flyte.bundle import digest as bundle_digest
 from hatch_flyte.bundle.archive import bundle_name
@@ -140,7 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_STRICT_HELP = "fail on environments discovery cannot resolve and on files that look like secrets"
+_STRICT_HELP = (
+    "fail on environments discovery cannot resolve, on files that look like secrets and on symlinks "
+    "leading outside the root"
+)
 
 
 def _targets(value: str) -> list[str]:
@@ -388,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Slow steps (image builds) report progress without -v, as `docker build` does.
     progress.setLevel(logging.INFO)
     try:
-        return int(args.func(args))
+        with interruptible(f"running `hatch-flyte {args.command}`", hand_back=False):
+            return int(args.func(args))
     except BrokenPipeError:
         # The reader went away (`inspect | head`): stop quietly, like any Unix tool.
         _silence_stdout()
@@ -396,6 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HatchFlyteError as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
+    except Interrupted as e:
+        sys.stderr.write(f"hatch-flyte: {e}\n")
+        return e.exit_status
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

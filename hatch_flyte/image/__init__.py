@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hatch_flyte.atomic import interruptible
 from hatch_flyte.config import ImageConfig
 from hatch_flyte.errors import ImageError
 from hatch_flyte.extras import require_image_backend
@@ -118,7 +119,9 @@ def build_image(
     do_push = push if push is not None else config.push
     repo = repository(project, config)
     out = output_dir or (wheel.parent if wheel is not None else project.directory / "dist")
-    with _backend(config, repo, out, do_push) as backend:
+    # A signal stops either backend the same way: its work directory, containers and tags undone.
+    doing = f"building the image {repo}" + (f" into {out}" if config.backend == "oci" else "")
+    with interruptible(doing), _backend(config, repo, out, do_push) as backend:
         plan = plan_for(backend, project, wheel, config, meta, source_files)
         content_tag = plan.content_tag()
         tags = image_tags(project, config, content_tag, meta.version)

@@ -7,6 +7,7 @@ by their inputs (requirements, constraints, Python, platform) under the user's c
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
+from hatch_flyte.atomic import interruptible, run_child, temp_dir
 from hatch_flyte.cache import cache_dir
 from hatch_flyte.errors import ImageError
 from hatch_flyte.extras import missing_extra_message
@@ -31,6 +33,9 @@ from hatch_flyte.wheel import build_wheel, read_metadata
 
 log = logging.getLogger(__name__)
 REQUIREMENTS = "requirements.txt"
+#: Written last into a wheelhouse: every file's sha256; a wheelhouse that no longer matches it is
+#: not used but made again.
+HASHES = ".hatch-flyte-hashes.json"
 
 _ARCH_TAGS = {
     "amd64": ("x86_64", ["manylinux_2_17", "manylinux2014", "manylinux_2_28", "manylinux_2_34", "linux"]),
@@ -196,13 +201,61 @@ def build_wheelhouse(
         base / "wheelhouses" if base is not None else Path(tempfile.gettempdir()) / "hatch-flyte-wheelhouses"
     )
     directory = root / key.hexdigest()[:32]
-    if not (directory / REQUIREMENTS).is_file():
-        _download(lines, target, constraints, pins, directory, local_wheels)
-    files = tuple(sorted((p.name, sha256_file(p)) for p in directory.iterdir() if p.is_file()))
-    pip_wheel = next((name for name, _ in files if name.startswith("pip-") and name.endswith(".whl")), None)
-    if pip_wheel is None:
-        raise ImageError(f"the wheelhouse {directory} has no pip wheel; delete it and build again")
-    return Wheelhouse(directory, files, pip_wheel)
+    found = _verified(directory)
+    if found is not None:
+        return found
+    if directory.exists() and _verified(directory) is None:
+        if (directory / HASHES).exists():
+            log.warning(
+                "the cached wheelhouse %s does not match its record of wheel hashes (a file changed, "
+                "or a build was cut short): building it again",
+                directory,
+            )
+        else:
+            log.info(
+                "the cached wheelhouse %s has no record of its wheel hashes: building it again", directory
+            )
+        _discard(directory)
+    _download(lines, target, constraints, pins, directory, local_wheels)
+    found = _verified(directory)
+    if found is None:
+        raise ImageError(
+            f"the wheelhouse {directory} changed while this build made it (is another program writing "
+            "there?); build again"
+        )
+    return found
+
+
+def _hashes(directory: Path) -> list[list[str]]:
+    return sorted(
+        [p.name, sha256_file(p)] for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")
+    )
+
+
+def _verified(directory: Path) -> Wheelhouse | None:
+    """The wheelhouse in ``directory`` if every file still has the hash recorded when it was made."""
+    try:
+        record = json.loads((directory / HASHES).read_text(encoding="utf-8"))
+        files = _hashes(directory)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("files") != files:
+        return None
+    pip_wheel = next((n for n, _ in files if n.startswith("pip-") and n.endswith(".whl")), None)
+    if pip_wheel is None or not any(n == REQUIREMENTS for n, _ in files):
+        return None
+    return Wheelhouse(directory, tuple((n, h) for n, h in files), pip_wheel)
+
+
+def _discard(directory: Path) -> None:
+    """Remove a cache entry: renamed aside first, so no reader ever sees it half deleted."""
+    trash = temp_dir(directory.parent, "wheelhouse-old")
+    try:
+        directory.rename(trash / "old")
+    except FileNotFoundError:
+        pass  # another build removed it first
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def local_dependency_wheels(project: Project, outdir: Path) -> list[Path]:
@@ -232,8 +285,21 @@ def _download(
     local_wheels: Sequence[Path] = (),
 ) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".wheelhouse-", dir=directory.parent))
-    pin_file = directory.parent / f"{tmp.name}.pins.txt"
+    with interruptible(f"filling the wheelhouse {directory}"):
+        _fill(lines, target, constraints, pins, directory, local_wheels)
+
+
+def _fill(
+    lines: list[str],
+    target: Target,
+    constraints: Path | None,
+    pins: Sequence[str],
+    directory: Path,
+    local_wheels: Sequence[Path],
+) -> None:
+    tmp = temp_dir(directory.parent, "wheelhouse")
+    # Beside the wheels, not in the wheelhouse: only requirements.txt and wheels go there.
+    pin_file = directory.parent / f"{tmp.name}.pins"
     try:
         req_file = tmp / REQUIREMENTS
         req_file.write_text("\n".join(lines) + "\n")
@@ -244,13 +310,16 @@ def _download(
         for folder in sorted({w.parent for w in local_wheels}):
             cmd += ["--find-links", str(folder)]
         if pins:
-            # Beside the wheels, not in the wheelhouse: only requirements.txt and wheels go there.
             pin_file.write_text("\n".join(pins) + "\n")
             cmd += ["-c", str(pin_file)]
         python = f"{target.python[0]}.{target.python[1]}"
         with step(f"resolved the image's dependencies for Python {python} on {target.platform}"):
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"}
+            proc = run_child(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PIP_NO_INPUT": "1"},
             )
         if "No module named pip" in proc.stderr:
             raise ImageError(
@@ -269,10 +338,19 @@ def _download(
                 f"{target.python[0]}.{target.python[1]} on {target.platform} "
                 f"(every dependency needs a wheel for that platform{hint}):\n{tail}"
             )
-        if directory.exists():
-            shutil.rmtree(tmp)  # another build made it meanwhile
-            return
-        tmp.rename(directory)
+        (tmp / HASHES).write_text(json.dumps({"files": _hashes(tmp)}), encoding="utf-8")
+        for _ in range(3):
+            try:
+                tmp.rename(directory)
+                return
+            except OSError:
+                if not directory.is_dir():
+                    raise
+            # Another build filled the same entry meanwhile: a verified one is as good as ours; one
+            # without a record (an older hatch-flyte's) or a half-made one gives way to ours.
+            if _verified(directory) is not None:
+                return
+            _discard(directory)
     finally:
         pin_file.unlink(missing_ok=True)
         if tmp.exists():

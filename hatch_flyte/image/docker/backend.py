@@ -6,16 +6,19 @@ Every build and push error arrives in the SDK's stream, not as an exception; eac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 import hatch_flyte.image.basecache as basecache
+from hatch_flyte.atomic import interruptible
 from hatch_flyte.errors import ImageError
 from hatch_flyte.image.backend import BuiltImage, ImageBackend
 from hatch_flyte.image.credentials import credentials_for, env_credentials
@@ -131,11 +134,19 @@ def _probe_python(client: Any, ref: str, image_id: str, candidates: list[str]) -
 
     probe = "import sys; print(sys.version_info[0], sys.version_info[1])"
     errors = []
+    # Labelled, so that an interrupted probe's container can be found and removed.
+    label = {"org.hatch-flyte.probe": f"{os.getpid()}-{uuid.uuid4().hex}"}
     for exe in candidates:
         try:
-            out = client.containers.run(
-                image_id, [exe, "-c", probe], remove=True, network_disabled=True, entrypoint=[]
-            )
+            with interruptible(f"probing the Python of the base image {ref}"):
+                try:
+                    out = client.containers.run(
+                        image_id, [exe, "-c", probe], remove=True, network_disabled=True, entrypoint=[],
+                        labels=label,
+                    )  # fmt: skip
+                except KeyboardInterrupt:
+                    _remove_containers(client, label)
+                    raise
         except docker.errors.ContainerError as e:
             errors.append(f"{exe}: {e.stderr.decode(errors='replace').strip() if e.stderr else e}")
             continue
@@ -150,6 +161,13 @@ def _probe_python(client: Any, ref: str, image_id: str, candidates: list[str]) -
         f"(tried {', '.join(candidates)}: {'; '.join(errors)}); "
         "set `tool.flyte.image.python` or choose a base image with Python"
     )
+
+
+def _remove_containers(client: Any, label: Mapping[str, str]) -> None:
+    ((key, value),) = label.items()
+    with contextlib.suppress(Exception):
+        for container in client.containers.list(all=True, filters={"label": f"{key}={value}"}):
+            container.remove(force=True)
 
 
 def _cached_python(image_id: str, candidates: list[str]) -> tuple[str, tuple[int, int]] | None:
@@ -193,8 +211,50 @@ def _repo_digest(ref: str, repo_digests: Iterable[str]) -> str | None:
 def build(client: Any, plan: ImagePlan, ref: str, tags: Iterable[str]) -> str:
     """Build the image, tag it ``ref`` and each of ``tags``; return the image id.
 
-    The dependency image comes first, unless the engine has it already (found by its tag).
+    The dependency image comes first, unless the engine has it already (found by its tag). When
+    anything fails or a signal interrupts, each of the tags points where it pointed before.
     """
+    tags = list(tags)
+    repo, _, _ = ref.rpartition(":")
+    refs = list(dict.fromkeys([ref, *(f"{repo}:{t}" for t in tags)]))
+    with interruptible(f"building the image {ref}"):
+        before = {r: _image_id(client, r) for r in refs}
+        try:
+            return _build_and_tag(client, plan, ref, tags)
+        except KeyboardInterrupt:
+            # Closing the connection cancels the engine's build (``forcerm`` removes its container).
+            with contextlib.suppress(Exception):
+                client.api.close()
+            _restore_tags(client, before)
+            raise
+        except BaseException:
+            _restore_tags(client, before)
+            raise
+
+
+def _image_id(client: Any, ref: str) -> str | None:
+    import docker.errors
+
+    try:
+        return str(client.api.inspect_image(ref)["Id"])
+    except docker.errors.APIError:  # not found, or not a valid name (the build says so)
+        return None
+
+
+def _restore_tags(client: Any, before: Mapping[str, str | None]) -> None:
+    """Point each tag back where it pointed (or nowhere), so no image is left half tagged."""
+    for ref, previous in before.items():
+        with contextlib.suppress(Exception):
+            if _image_id(client, ref) == previous:
+                continue
+            repo, _, name = ref.rpartition(":")
+            if previous is None:
+                client.api.remove_image(ref, noprune=True)
+            else:
+                client.api.tag(previous, repo, name, force=True)
+
+
+def _build_and_tag(client: Any, plan: ImagePlan, ref: str, tags: list[str]) -> str:
     _ensure_deps_image(client, plan)
     with tempfile.TemporaryFile() as context:
         write_context(plan, project_dockerfile(plan, ref), context)

@@ -11,11 +11,11 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hatch_flyte.atomic import temp_file
 from hatch_flyte.cache import cache_dir
 from hatch_flyte.errors import ImageError
 from hatch_flyte.image.credentials import credentials_for
@@ -113,7 +113,7 @@ def _cached_blob(registry: Registry, repository: str, digest: str, store: L.Blob
     log.info("pulling %s from %s/%s", digest[:19], registry.host, repository)
     directory = cache if cache is not None else store.directory
     directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".blob-", suffix=".tmp", dir=directory)
+    fd, name = temp_file(directory, "blob")
     try:
         with os.fdopen(fd, "wb") as out:
             registry.fetch_blob(repository, digest, out)

@@ -11,9 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import hatch_flyte.image.basecache as basecache
-from hatch_flyte.atomic import ensure_directory, write_bytes_atomic
+from hatch_flyte.atomic import ensure_directory, temp_dir, write_bytes_atomic
 from hatch_flyte.cache import cache_dir
 from hatch_flyte.errors import HatchFlyteError, ImageError
 from hatch_flyte.image.backend import BuiltImage, ImageBackend
@@ -78,7 +76,7 @@ class OciBackend(ImageBackend):
             registry = Registry(target.registry, credentials_for(target.registry, use_env=True))
             registry.blob_exists(target.repository, L.sha256_digest(b""))
         try:
-            self.work = Path(tempfile.mkdtemp(prefix=".hatch-flyte-oci-", dir=self.output_dir))
+            self.work = temp_dir(self.output_dir, "hatch-flyte-oci")
         except OSError as e:
             raise ImageError(
                 f"cannot write into {self.output_dir}: {e.strerror}; choose another output directory"
@@ -424,13 +422,11 @@ def _dependency_layer(
     )
     shutil.rmtree(stage)
     if record is not None and blobs is not None:
-        with contextlib.suppress(OSError):  # the cache is an optimization only
+        with contextlib.suppress(OSError, HatchFlyteError):  # the cache is an optimization only
             blobs.mkdir(parents=True, exist_ok=True)
             record.parent.mkdir(parents=True, exist_ok=True)
             L.BlobStore.link_or_copy(store.path(layer.descriptor.digest), blobs / layer.descriptor.digest[7:])
             doc = {"digest": layer.descriptor.digest, "size": layer.descriptor.size, "diff_id": layer.diff_id,
                    "comment": layer.comment}  # fmt: skip
-            tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(L.canonical_json(doc))
-            tmp.replace(record)
+            write_bytes_atomic(record, L.canonical_json(doc))
     return layer
