@@ -241,6 +241,11 @@ def check_tree(oracle: FlyteOracle, t: Tree) -> None:
     base = Path(tempfile.mkdtemp(prefix="hf-fuzz-")).resolve()
     try:
         root = make_tree(base, t)
+        if PROFILE == "ci" and _directory_graph_has_a_cycle(root):
+            # flyte walks a directory loop until the system refuses it (minutes on some trees): the
+            # CI profile leaves those to the long profile and to test_bundle_faults' loop tests.
+            event("directory loop: left to the long profile")
+            return
         theirs = oracle.build(root, base / "flyte-out")
         event("flyte refused" if theirs.error else f"flyte bundled {min(len(theirs.files), 6)}+ files")
         event(f"git={t.git} links={bool(t.links)} ignore files={bool(t.ignore_files)}")
