@@ -25,7 +25,12 @@ MANIFEST_NAME = "flyte-manifest.json"
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
+    return file_digest(path, "sha256")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file with a :mod:`hashlib` algorithm, read in chunks."""
+    h = hashlib.new(algorithm)
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)

@@ -17,7 +17,6 @@ imported. Nothing of flyte is patched.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 from hatch_flyte.deploy.result import Connection, EnvironmentImage, RegisteredTask
 from hatch_flyte.errors import DeployError
+from hatch_flyte.manifest import file_digest
 
 #: flyte versions this module is tested with (the ``deploy`` extra pins the same range).
 SUPPORTED = ">=2.12.1,<2.13"
@@ -177,7 +177,7 @@ async def _register(
     uri = None
     if bundle is not None:
         if dry_run:
-            md5 = _md5(bundle)
+            md5 = file_digest(bundle, "md5")
             tgz = str(bundle)
         else:
             md5, uri = await _upload(bundle)
@@ -292,14 +292,6 @@ async def _image_cache(
         )
     cache = ImageCache(image_lookup=lookup)
     return cache, sorted(out.values(), key=lambda e: e.name)
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _Progress:
