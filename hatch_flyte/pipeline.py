@@ -1,6 +1,7 @@
 """The whole job as plain steps, shared by the hatch builder, the build hook, setuptools and the CLI.
 
-analyse (package + environments) -> bundle -> manifest. Nothing here knows about hatch.
+A :class:`Session` is one build: walk the root once -> analyse (package + environments) -> bundle ->
+manifest, each piece of work done once whichever steps ask for it. Nothing here knows about hatch.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hatch_flyte.bundle import Bundle, BundleOptions, build
+from hatch_flyte.bundle import Bundle, BundleOptions, build, check_root, select
+from hatch_flyte.bundle.archive import digest_files
+from hatch_flyte.bundle.ignore import IgnoreRules
+from hatch_flyte.bundle.selection import Selection, select_files
 from hatch_flyte.discovery import DiscoveryResult, Environment, discover, loaded_module_files
 from hatch_flyte.errors import BundleError, DiscoveryError, HatchFlyteError, ImageError
 from hatch_flyte.manifest import make_manifest
@@ -33,8 +38,98 @@ class Analysis:
     discovery: DiscoveryResult
 
 
-def analyse(project: Project, *, strict: bool = False) -> Analysis:
-    """Find the package and discover the environments (static by default: imports nothing).
+class Session:
+    """One build of one project, shared by its steps and frontends: each piece of work done once.
+
+    The bundle root is walked once, with the bundle's ignore rules (and ``outdir`` left out when
+    it lies under the root); that one list of files feeds discovery, the bundle (plus the
+    includes), the secrets guard and ``image.source``. Discovery runs once. A frontend makes one
+    per build; the hatch builder hands its own to the build hook of the wheel it builds.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        options: BundleOptions | None = None,
+        outdir: Path | None = None,
+        *,
+        strict: bool = False,
+    ) -> None:
+        self.project = project
+        #: ``[tool.flyte.bundle]`` with any command-line overrides, before environment includes.
+        self.base_options = options or BundleOptions.for_project(project)
+        self.outdir = Path(outdir).absolute() if outdir is not None else None
+        self.strict = strict
+
+    @cached_property
+    def walked(self) -> tuple[Selection, IgnoreRules]:
+        """The root's files as the ignore rules select them (no includes), and those rules."""
+        root = check_root(self.project.root_dir)
+        options = self.base_options
+        rules = IgnoreRules.for_root(root, options.ignores, options.keep_default_ignores)
+        exclude = [self.outdir] if self.outdir is not None else []
+        return select_files(root, rules, exclude_dirs=exclude), rules
+
+    @cached_property
+    def discovery(self) -> DiscoveryResult:
+        """The environments (static discovery by default: imports nothing)."""
+        try:
+            files = self.walked[0]
+        except HatchFlyteError as e:
+            raise DiscoveryError(f"cannot list the modules under {self.project.root_dir}: {e}") from None
+        return discover(self.project, files=files)
+
+    @cached_property
+    def analysis(self) -> Analysis:
+        """The package and the environments, reported once (see :func:`analyse`)."""
+        return analyse(self.project, self.discovery, strict=self.strict)
+
+    @cached_property
+    def options(self) -> BundleOptions | None:
+        """The bundle's options as ``copy-style`` says (None for "none"), with the environments'
+        ``include`` paths (see :func:`project_bundle_options`)."""
+        discovery = self.discovery if self.project.has_pyproject else None  # a plain directory has none
+        return project_bundle_options(self.project, self.base_options, discovery)
+
+    @cached_property
+    def selected(self) -> tuple[Selection, tuple[str, ...]] | None:
+        """The bundle's files and those the secrets guard flagged (it warns once, here); None when
+        no bundle is made."""
+        if self.options is None:
+            return None
+        return select(self.project.root_dir, self.options, self.outdir, walked=self.walked)
+
+    def digest(self) -> str | None:
+        """flyte's digest of the bundle, writing nothing (None when no bundle is made)."""
+        return digest_files(self.selected[0].files) if self.selected is not None else None
+
+    def bundle(self, outdir: Path | None = None) -> Bundle | None:
+        """Write (or reuse) the bundle in ``outdir`` (default: the session's); None for "none"."""
+        target = Path(outdir).absolute() if outdir is not None else self.outdir
+        if target is None:
+            raise ValueError("Session.bundle needs an output directory")
+        if self.options is None:
+            return None
+        if target == self.outdir:
+            selected = self.selected
+        else:
+            selected = select(self.project.root_dir, self.options, target, walked=self.walked)
+        return build(self.project.root_dir, target, self.options, selected)
+
+    def source_files(self) -> list[tuple[str, str]]:
+        """The files ``image.source`` copies into the image: the bundle's, or with copy-style "none"
+        every file under the root that the ignore rules keep; none without ``image.source``."""
+        if not self.project.config.image.source:
+            return []
+        if self.selected is not None:
+            selection = self.selected[0]
+        else:
+            selection, _ = select(self.project.root_dir, self.base_options, self.outdir, walked=self.walked)
+        return [(f.path, f.arcname) for f in selection.files]
+
+
+def analyse(project: Project, discovery: DiscoveryResult, *, strict: bool = False) -> Analysis:
+    """Find the package and report what ``discovery`` found (a :class:`Session`'s: one discovery).
 
     What discovery could not settle, and finding no environment at all, are logged as warnings
     (every frontend shows them); with ``strict`` (or ``strict = true`` in ``[tool.flyte]``)
@@ -44,7 +139,7 @@ def analyse(project: Project, *, strict: bool = False) -> Analysis:
         package = project.find_package()
     except WorkspaceRootError as e:
         raise WorkspaceRootError(project, e.members, _environment_counts(e.members)) from None
-    analysis = Analysis(package=package.name if package else None, discovery=discover(project))
+    analysis = Analysis(package=package.name if package else None, discovery=discovery)
     report(project, analysis, strict=strict or project.config.strict)
     return analysis
 
@@ -185,15 +280,6 @@ def project_bundle_options(
 NO_BUNDLE = 'copy-style = "none": no code bundle is made (the image carries the code)'
 
 
-def bundle_for(
-    project: Project, outdir: Path, options: BundleOptions, analysis: Analysis | None = None
-) -> Bundle | None:
-    """Build the project's bundle as its copy-style says (None for "none"), with its
-    environments' ``include`` paths when known."""
-    resolved = project_bundle_options(project, options, analysis.discovery if analysis else None)
-    return build(project.root_dir, outdir, resolved) if resolved is not None else None
-
-
 def manifest_for(
     project: Project,
     analysis: Analysis | None,
@@ -294,12 +380,11 @@ def build_artifacts(
         require("cli", "`hatch-flyte build`", BuildError)
     if "image" in wanted:
         require_image_backend(project.config.image.backend)
-    analysis = analyse(project, strict=strict)
+    session = Session(project, options, Path(outdir), strict=strict)
+    analysis = session.analysis  # before the wheel: a discovery error stops the build early
     outdir = ensure_directory(outdir)
-    options = options or BundleOptions.for_project(project)
-    resolved: BundleOptions | None = None
     if "bundle" in wanted or ("image" in wanted and project.config.image.source):
-        resolved = project_bundle_options(project, options, analysis.discovery)
+        session.options  # noqa: B018 - before the wheel: a loaded-modules import error stops the build early
     with tempfile.TemporaryDirectory(prefix="hatch-flyte-build-") as scratch:
         wheel = None
         metadata = None
@@ -319,12 +404,9 @@ def build_artifacts(
                 raise BuildError(outside_wheel_message(outside, wheel.name))
             if outside:
                 log.warning("%s", outside_wheel_message(outside, wheel.name))
-        bundle = None
-        if "bundle" in wanted:
-            if resolved is None:
-                log.info(NO_BUNDLE)
-            else:
-                bundle = build(project.root_dir, outdir, resolved)
+        bundle = session.bundle() if "bundle" in wanted else None
+        if "bundle" in wanted and bundle is None:
+            log.info(NO_BUNDLE)
         artifacts = []
         if wheel is not None and "wheel" in wanted:
             artifacts.append(artifact_entry(wheel, "wheel"))
@@ -350,7 +432,7 @@ def build_artifacts(
                 # build_image refuses a full image whose wheel lacks an environment's module (the
                 # image runs the wheel's code), module by module, for every frontend.
                 image = build_image(
-                    project, wheel, metadata=metadata, source_files=source_files(project, resolved),
+                    project, wheel, metadata=metadata, source_files=session.source_files(),
                     environments=analysis.discovery.environments, output_dir=outdir,
                 )  # fmt: skip
             except HatchFlyteError as e:
@@ -374,19 +456,6 @@ def image_failed(error: HatchFlyteError, written: Sequence[Path], manifest: Path
         done = "no wheel or bundle was asked for, so none was written"
     tail = "; the manifest lists no image" if manifest is not None else ""
     return ImageError(f"{error}\n{done}{tail}")
-
-
-def source_files(project: Project, options: BundleOptions | None) -> list[tuple[str, str]]:
-    """The bundle's files as ``(path, arcname)``, for images that also carry the source.
-
-    ``options`` come from :func:`project_bundle_options`; for copy-style "none" (None) the
-    source is every file under the root that the ignore rules keep."""
-    if not project.config.image.source:
-        return []
-    from hatch_flyte.bundle import select
-
-    selection, _ = select(project.root_dir, options or BundleOptions.for_project(project))
-    return [(f.path, f.arcname) for f in selection.files]
 
 
 def _wheel_version(wheel: Path) -> str | None:

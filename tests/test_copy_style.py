@@ -23,7 +23,7 @@ from flyte_oracle import TOOLS, FlyteBundle, LoadedJob, flyte_loaded_bundles, ta
 from hatch_flyte.bundle import BundleOptions, build
 from hatch_flyte.errors import DiscoveryError, SecretsError
 from hatch_flyte.frontends.cli import main
-from hatch_flyte.pipeline import analyse, project_bundle_options, source_files
+from hatch_flyte.pipeline import Session, project_bundle_options
 from hatch_flyte.project import load_project
 
 _GIT_ENV = {
@@ -203,7 +203,7 @@ def test_loaded_modules_bundle_is_flytes(
 ) -> None:
     directory, expected = projects[name]
     project = load_project(directory)
-    options = project_bundle_options(project, BundleOptions.for_project(project), analyse(project).discovery)
+    options = project_bundle_options(project, BundleOptions.for_project(project), Session(project).discovery)
     assert options is not None and options.modules is not None
     for compression in ("fast", "compatible"):
         bundle = build(
@@ -347,7 +347,7 @@ def test_secrets_guard_still_applies_to_includes(tmp_path: Path) -> None:
     )
     write(project_dir / "small/conf/.env", "TOKEN=x\n")
     project = load_project(project_dir)
-    options = project_bundle_options(project, BundleOptions.for_project(project), analyse(project).discovery)
+    options = project_bundle_options(project, BundleOptions.for_project(project), Session(project).discovery)
     assert options is not None
     with pytest.raises(SecretsError, match=r"small/conf/\.env"):
         build(project.root_dir, tmp_path / "out", options)
@@ -366,7 +366,7 @@ def test_interpreter_without_flyte_says_which_and_how(tmp_path: Path) -> None:
     )
     project = load_project(project_dir)
     with pytest.raises(DiscoveryError) as info:
-        project_bundle_options(project, BundleOptions.for_project(project), analyse(project).discovery)
+        project_bundle_options(project, BundleOptions.for_project(project), Session(project).discovery)
     message = str(info.value)
     assert message.startswith('copy-style = "loaded-modules" needs flyte in the interpreter')
     assert 'or set `tool.flyte.bundle.copy-style = "all"`' in message
@@ -425,7 +425,7 @@ def test_none_warns_about_environment_includes(tmp_path: Path, caplog: pytest.Lo
     project = load_project(project_dir)
     with caplog.at_level("WARNING", logger="hatch_flyte"):
         options = project_bundle_options(
-            project, BundleOptions.for_project(project), analyse(project).discovery
+            project, BundleOptions.for_project(project), Session(project).discovery
         )
     assert options is None
     assert [r.getMessage() for r in caplog.records] == [
@@ -442,8 +442,7 @@ def test_image_source_follows_the_copy_style(tmp_path: Path, style: str) -> None
     text = (project_dir / "pyproject.toml").read_text().replace("loaded-modules", style)
     write(project_dir / "pyproject.toml", text + "\n[tool.flyte.image]\nsource = true\n")
     project = load_project(project_dir)
-    options = project_bundle_options(project, BundleOptions.for_project(project), analyse(project).discovery)
-    names = [arcname for _, arcname in source_files(project, options)]
+    names = [arcname for _, arcname in Session(project).source_files()]
     if style == "loaded-modules":
         assert names == ["small/__init__.py", "small/flows.py"]
     else:

@@ -20,7 +20,7 @@ import pytest
 from flyte_oracle import oracle_env, tools_dir
 
 from hatch_flyte.bundle import BundleOptions, build
-from hatch_flyte.pipeline import analyse, project_bundle_options
+from hatch_flyte.pipeline import Session, project_bundle_options
 from hatch_flyte.project import load_project
 
 PACKAGE_FILES = {
@@ -165,7 +165,7 @@ def test_bundle_loads_in_flyte_runtime(style: str, compression: str, tmp_path: P
         table = '[tool.flyte.bundle]\ncopy-style = "loaded-modules"\ninclude = ["src/hello_flyte/data"]\n'
         root = make_project(project, table)
         loaded = load_project(project)
-        options = project_bundle_options(loaded, BundleOptions.for_project(loaded), analyse(loaded).discovery)
+        options = project_bundle_options(loaded, BundleOptions.for_project(loaded), Session(loaded).discovery)
         assert options is not None
         bundle = build(root, tmp_path / "dist", options)
     assert sorted(bundle.files) == sorted(PACKAGE_FILES)

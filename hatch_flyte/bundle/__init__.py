@@ -26,7 +26,7 @@ from hatch_flyte.bundle.archive import (
 )
 from hatch_flyte.bundle.guard import find_secrets, links_leaving
 from hatch_flyte.bundle.ignore import IgnoreRules
-from hatch_flyte.bundle.selection import Selection, select_files, select_listed
+from hatch_flyte.bundle.selection import Selection, select_files, select_listed, with_includes, without
 from hatch_flyte.cache import cache_dir
 from hatch_flyte.config import Compression, SecretsPolicy
 from hatch_flyte.errors import BundleError, SecretsError
@@ -124,17 +124,34 @@ def check_root(root: Path) -> Path:
 
 
 def select(
-    root: Path, options: BundleOptions, outdir: Path | None = None
+    root: Path,
+    options: BundleOptions,
+    outdir: Path | None = None,
+    *,
+    walked: tuple[Selection, IgnoreRules] | None = None,
 ) -> tuple[Selection, tuple[str, ...]]:
-    """The files a bundle of ``root`` holds, and those the secrets guard flagged (warned about)."""
+    """The files a bundle of ``root`` holds, and those the secrets guard flagged (warned about).
+
+    ``walked``: the root already walked with ``options``' ignore rules (a build's one walk, see
+    :class:`hatch_flyte.pipeline.Session`), and those rules; the includes are added to it."""
     root = check_root(root)
-    rules = IgnoreRules.for_root(root, options.ignores, options.keep_default_ignores)
     exclude = [outdir] if outdir is not None and _is_under(outdir.resolve(), root) else []
     if options.modules is not None:
+        rules = (
+            walked[1]
+            if walked is not None
+            else IgnoreRules.for_root(root, options.ignores, options.keep_default_ignores)
+        )
         selection = select_listed(root, options.modules, rules, options.include, exclude_dirs=exclude)
         if not selection.files:
             raise BundleError(NO_LOADED_MODULES.format(root=root))
+    elif walked is not None:
+        tree, rules = walked
+        selection = with_includes(tree, rules, options.include)
+        if outdir is not None:
+            selection = without(selection, outdir)
     else:
+        rules = IgnoreRules.for_root(root, options.ignores, options.keep_default_ignores)
         selection = select_files(root, rules, options.include, exclude_dirs=exclude)
     if not selection.files:
         raise BundleError(NOTHING_TO_BUNDLE.format(root=root))
@@ -214,12 +231,21 @@ def _header_ok(path: Path, compression: Compression) -> bool:
     return head == want if compression == "compatible" else head[:2] == b"\x1f\x8b"
 
 
-def build(root: Path, outdir: Path, options: BundleOptions | None = None) -> Bundle:
-    """Make (or reuse) the bundle of ``root`` in ``outdir``; the file appears atomically."""
+def build(
+    root: Path,
+    outdir: Path,
+    options: BundleOptions | None = None,
+    selected: tuple[Selection, tuple[str, ...]] | None = None,
+) -> Bundle:
+    """Make (or reuse) the bundle of ``root`` in ``outdir``; the file appears atomically.
+
+    ``selected``: what :func:`select` returned for these options and ``outdir``, when the build
+    has it already (it is not selected, nor guarded, again)."""
     options = options or BundleOptions()
     started = time.perf_counter()
     outdir = Path(outdir).absolute()
-    selection, flagged = select(root, options, outdir)  # bad input fails before anything is created
+    # Bad input fails before anything is created.
+    selection, flagged = selected if selected is not None else select(root, options, outdir)
     ensure_directory(outdir)
     files = tuple(selection.arcnames)
 

@@ -24,11 +24,13 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import pathspec
+
+from hatch_flyte.bundle.listing import Listing, walk
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +229,7 @@ def git_toplevel(directory: Path) -> Path | None:
     return Path(out.stdout.decode("utf-8").strip())
 
 
-def find_ignore_files(root: Path, git_root: Path | None) -> list[Path]:
+def find_ignore_files(root: Path, git_root: Path | None, listing: Listing | None = None) -> list[Path]:
     """``.gitignore``/``.flyteignore`` files in the order flyte passes them to git.
 
     The repository root's files come first (when it is above ``root``), then ``root``'s, then the
@@ -246,7 +248,7 @@ def find_ignore_files(root: Path, git_root: Path | None) -> list[Path]:
             add(git_root / name)
         if (root / name).exists():
             add(root / name)
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in walk(str(root), listing or Listing()):
         dirnames[:] = [d for d in dirnames if d not in _IGNORE_FILE_WALK_PRUNE]
         for name in filenames:
             if name in IGNORE_FILE_NAMES:
@@ -319,6 +321,8 @@ class IgnoreRules:
     git: GitIgnored
     flyteignores: list[FlyteIgnoreFile]
     extra: pathspec.PathSpec | None = None  # type: ignore[type-arg,unused-ignore]
+    #: The directories read while looking for ignore files, for the selection walk to reuse.
+    listing: Listing = field(default_factory=Listing)
 
     @classmethod
     def for_root(
@@ -326,7 +330,8 @@ class IgnoreRules:
     ) -> IgnoreRules:
         """Load the rules for ``root`` (an absolute, resolved directory)."""
         git_root = git_toplevel(root)
-        files = find_ignore_files(root, git_root)
+        listing = Listing()
+        files = find_ignore_files(root, git_root, listing)
         flyteignores = [f for f in (FlyteIgnoreFile.read(p) for p in files if p.name == ".flyteignore") if f]
         extra = pathspec.GitIgnoreSpec.from_lines(extra_patterns) if extra_patterns else None
         return cls(
@@ -335,6 +340,7 @@ class IgnoreRules:
             git=GitIgnored(root, files),
             flyteignores=flyteignores,
             extra=extra,
+            listing=listing,
         )
 
     def is_ignored(self, path: str, is_dir: bool) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hatch_flyte.bundle.ignore import IgnoreRules
+from hatch_flyte.bundle.listing import walk
 from hatch_flyte.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,33 @@ def select_files(
     found = _walk(str(root), rules, excluded, skipped)
     if include:
         found = _add_includes(root, found, include, rules, excluded, skipped)
+    return _selection(root, found, skipped)
+
+
+def with_includes(walked: Selection, rules: IgnoreRules, include: Sequence[Path]) -> Selection:
+    """``walked`` (a :func:`select_files` of its root with ``rules``, no includes) plus ``include``,
+    as :func:`select_files` would add them: the root is not walked again."""
+    if not include:
+        return walked
+    skipped = list(walked.skipped)
+    found = _add_includes(walked.root, [f.path for f in walked.files], include, rules, set(), skipped)
+    return _selection(walked.root, found, skipped)
+
+
+def without(selection: Selection, directory: Path) -> Selection:
+    """``selection`` less the files under ``directory`` (an output directory inside the root)."""
+    prefix = str(directory.resolve()).rstrip("/") + "/"
+    if not prefix.startswith(str(selection.root).rstrip("/") + "/"):
+        return selection
+    files = tuple(f for f in selection.files if not f.path.startswith(prefix))
+    return (
+        selection
+        if len(files) == len(selection.files)
+        else Selection(selection.root, files, selection.skipped)
+    )
+
+
+def _selection(root: Path, found: list[str], skipped: list[str]) -> Selection:
     found.sort()
     prefix = str(root).rstrip("/") + "/"
     files = tuple(BundleFile(p, p[len(prefix) :].replace(os.sep, "/")) for p in found)
@@ -119,7 +147,7 @@ def _walk(top: str, rules: IgnoreRules, excluded: set[tuple[int, int]], skipped:
     out: list[str] = []
     visited: set[int] = set()
     inodes: dict[str, int] = {}
-    for dirpath, dirnames, filenames in os.walk(top, topdown=True, onerror=_walk_error, followlinks=True):
+    for dirpath, dirnames, filenames in walk(top, rules.listing, onerror=_walk_error, followlinks=True):
         dirnames[:] = [d for d in dirnames if d != ".git"]
         if excluded:
             dirnames[:] = [d for d in dirnames if _dev_ino(os.path.join(dirpath, d)) not in excluded]

@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from hatch_flyte.bundle.selection import Selection
 from hatch_flyte.discovery.importing import _ImportDiscovery, _LoadedModules
 from hatch_flyte.discovery.model import (
     ENVIRONMENT_CLASSES,
@@ -68,14 +69,17 @@ __all__ = [
 ]
 
 
-def discover(project: Project, modules_root: Path | None = None) -> DiscoveryResult:
+def discover(
+    project: Project, modules_root: Path | None = None, files: Selection | None = None
+) -> DiscoveryResult:
     """Find the project's environments, as ``[tool.flyte]`` says (``discovery``, ``environments``).
 
     ``modules_root`` restricts the search to the modules under that directory (default: the whole
-    bundle root); module names stay relative to the bundle root, as flyte imports them.
+    bundle root); module names stay relative to the bundle root, as flyte imports them. ``files``:
+    the root's files as the bundle's ignore rules select them, when the build has walked it already.
     """
     root = project.root_dir.resolve()
-    index, skipped = _module_index(project, root)
+    index, skipped = _module_index(project, root, files)
     selected = _under(list(index.values()), root, modules_root)
     explicit = project.config.environments
     not_modules = _under(skipped, root, modules_root)

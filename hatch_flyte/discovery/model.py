@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hatch_flyte.bundle.ignore import IgnoreRules
-from hatch_flyte.bundle.selection import select_files
+from hatch_flyte.bundle.selection import Selection, select_files
 from hatch_flyte.errors import DiscoveryError, HatchFlyteError
 from hatch_flyte.project import Project, is_nested_project, load_project
 
@@ -280,7 +280,9 @@ class _ModuleFile:
     skipped: str | None = None
 
 
-def _module_index(project: Project, root: Path) -> tuple[dict[str, _ModuleFile], list[_ModuleFile]]:
+def _module_index(
+    project: Project, root: Path, files: Selection | None = None
+) -> tuple[dict[str, _ModuleFile], list[_ModuleFile]]:
     """Importable modules among the bundle's files, by dotted name, in walk (file name) order.
 
     Also returns the other ``.py`` files (named by their path, with ``skipped`` saying why), which
@@ -288,8 +290,10 @@ def _module_index(project: Project, root: Path) -> tuple[dict[str, _ModuleFile],
     """
     bundle = project.config.bundle
     try:
-        rules = IgnoreRules.for_root(root, bundle.ignores, bundle.keep_default_ignores)
-        selection = select_files(root, rules)
+        if files is None:
+            rules = IgnoreRules.for_root(root, bundle.ignores, bundle.keep_default_ignores)
+            files = select_files(root, rules)
+        selection = files
     except HatchFlyteError as e:
         raise DiscoveryError(f"cannot list the modules under {root}: {e}") from None
     index: dict[str, _ModuleFile] = {}

@@ -18,20 +18,17 @@ from typing import Any
 
 from hatch_flyte import __version__
 from hatch_flyte.atomic import Interrupted, interruptible
-from hatch_flyte.bundle import Bundle, BundleOptions, build
-from hatch_flyte.bundle import digest as bundle_digest
+from hatch_flyte.bundle import Bundle, BundleOptions
 from hatch_flyte.bundle.archive import bundle_name
 from hatch_flyte.config import flag_choices, flags_for, with_overrides
-from hatch_flyte.discovery import discover
 from hatch_flyte.errors import HatchFlyteError
 from hatch_flyte.pipeline import (
     NO_BUNDLE,
     TARGETS,
     Analysis,
-    analyse,
+    Session,
     build_artifacts,
     manifest_for,
-    project_bundle_options,
     report,
 )
 from hatch_flyte.project import Project, hatch_enablement_hint, load_project
@@ -196,23 +193,22 @@ def _bundle_json(bundle: Bundle, root: Path) -> dict[str, Any]:
 def _cmd_bundle(args: argparse.Namespace) -> int:
     project = _with_flags(load_project(Path(args.path), root_dir=args.root_dir), args, "bundle")
     options = BundleOptions.for_project(project, secrets="error" if args.strict else None)
-    found = None
+    if args.no_cache:
+        options = replace(options, use_cache=False)
+    outdir = Path(args.outdir) if args.outdir else project.directory / "dist"
+    session = Session(project, options, outdir)
     if project.has_pyproject:
         # A project's bundle holds its environments' include= paths too, as flyte deploy's does.
         _hint(project)
-        found = discover(project)
         # A bundle is for any directory: only what discovery could not settle is worth a warning.
+        found = session.discovery
         report(project, Analysis(None, found), strict=args.strict or project.config.strict, warn_empty=False)
-    resolved = project_bundle_options(project, options, found)
-    if resolved is None:
+    bundle = session.bundle()
+    if bundle is None:
         if args.json:
             _out("null")
         sys.stderr.write(f"{NO_BUNDLE}\n")
         return 0
-    if args.no_cache:
-        resolved = replace(resolved, use_cache=False)
-    outdir = Path(args.outdir) if args.outdir else project.directory / "dist"
-    bundle = build(project.root_dir, outdir, resolved)
     if args.json:
         _out(json.dumps(_bundle_json(bundle, project.root_dir), indent=2, sort_keys=True))
         return 0
@@ -235,12 +231,11 @@ def _hint(project: Project) -> None:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     project = load_project(Path(args.path), root_dir=args.root_dir)
     _hint(project)
-    analysis = analyse(project, strict=args.strict)
+    session = Session(project, strict=args.strict)
+    analysis = session.analysis
     manifest = manifest_for(project, analysis)
-    options = project_bundle_options(project, BundleOptions.for_project(project), analysis.discovery)
-    selection = None
-    if options is not None:
-        selection, digest = bundle_digest(project.root_dir, options)
+    selection = session.selected[0] if session.selected is not None else None
+    digest = session.digest() or ""  # shown only with a selection
     data = {
         "project": {"name": project.name, "version": project.version, "directory": str(project.directory)},
         "package": analysis.package,

@@ -58,13 +58,13 @@ def _wrap_egg_info(base: type[Any]) -> type[Any]:
         def run(self) -> None:
             from hatch_flyte.errors import HatchFlyteError
             from hatch_flyte.manifest import dumps
-            from hatch_flyte.pipeline import analyse, entry_points, manifest_for
+            from hatch_flyte.pipeline import Session, entry_points, manifest_for
             from hatch_flyte.project import load_project
 
             try:
                 project = load_project(_project_dir(self.distribution))
                 with _stderr_logging():
-                    analysis = analyse(project)
+                    analysis = Session(project).analysis
             except HatchFlyteError as e:
                 # One message, as setuptools reports its own errors, not a traceback.
                 raise SystemExit(f"hatch-flyte: error: {e}") from None

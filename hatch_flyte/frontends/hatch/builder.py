@@ -19,12 +19,11 @@ from hatchling.builders.plugin.interface import BuilderInterface
 from hatchling.builders.wheel import WheelBuilder
 from hatchling.metadata.core import ProjectMetadata
 
-from hatch_flyte.bundle import BundleOptions, build
 from hatch_flyte.config import parse_builder_options
 from hatch_flyte.errors import BuildError, HatchFlyteError
 from hatch_flyte.frontends.hatch.glue import app_logging, check_hatchling, sharing
 from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
-from hatch_flyte.pipeline import NO_BUNDLE, Analysis, analyse, manifest_for, project_bundle_options
+from hatch_flyte.pipeline import NO_BUNDLE, Analysis, Session, manifest_for
 from hatch_flyte.project import Project, load_project
 from hatch_flyte.report import human_size, render_tree
 
@@ -77,16 +76,22 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
         return WheelBuilder(self.root, plugin_manager=self.plugin_manager, metadata=metadata, app=self.app)
 
     def _build_wheel(self, directory: str) -> list[str]:
-        """One wheel, its build hook reusing this run's analysis."""
-        project, analysis = self._context()
-        with sharing(Path(self.root), (project, analysis)):
+        """One wheel, its build hook joining this run's session."""
+        with sharing(Path(self.root), self._session(directory)):
             return list(self._wheel_builder().build(directory=directory, versions=["standard"], clean=False))
 
     # --- shared state of one `hatch build` run ------------------------------------------------
 
-    def _context(self) -> tuple[Project, Analysis]:
+    def _context(self, directory: str) -> tuple[Project, Analysis]:
+        """The project and its analysis (see :meth:`_session`)."""
+        session = self._session(directory)
+        return session.project, session.analysis
+
+    def _session(self, directory: str) -> Session:
+        """This run's build session, made once per ``hatch build`` (``directory``: its output);
+        every version, and the build hook of its wheel, share it."""
         state = self.__dict__.setdefault("_flyte_state", {})
-        if "project" not in state:
+        if "session" not in state:
             check_hatchling()
             options = parse_builder_options(
                 self.target_config,
@@ -98,7 +103,8 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                 self.app.display_info(
                     "flyte: no [tool.flyte] table in pyproject.toml; building with defaults"
                 )
-            analysis = analyse(project)  # unresolved items and "no environments" go to hatch's warnings
+            session = Session(project, outdir=Path(directory))
+            analysis = session.analysis  # unresolved items and "no environments" go to hatch's warnings
             names = ", ".join(
                 f"{e.name} ({e.module}:{e.attribute})" for e in analysis.discovery.environments if e.name
             )
@@ -106,22 +112,12 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             self.app.display_info(
                 f"flyte: package {package}, root {project.root_dir}, environments: {names or 'none'}"
             )
-            state.update(project=project, analysis=analysis, artifacts={}, options=options)
-        return state["project"], state["analysis"]
-
-    def _bundle_options(self) -> BundleOptions | None:
-        """The bundle's options for this run (for "loaded-modules", imported once), None for "none"."""
-        state = self.__dict__["_flyte_state"]
-        if "bundle_options" not in state:
-            project, analysis = self._context()
-            defaults = BundleOptions.for_project(project)
-            state["bundle_options"] = project_bundle_options(project, defaults, analysis.discovery)
-        options: BundleOptions | None = state["bundle_options"]
-        return options
+            state.update(session=session, artifacts={}, options=options)
+        return state["session"]  # type: ignore[no-any-return]
 
     def _record(self, directory: str, kind: str, path: Path | None, **extra: Any) -> None:
         """Remember an artifact and rewrite the manifest so that it lists everything made so far."""
-        project, analysis = self._context()
+        project, analysis = self._context(directory)
         state = self.__dict__["_flyte_state"]
         if path is not None:
             state["artifacts"][kind] = (path, extra)
@@ -153,7 +149,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
 
     def build_wheel_artifact(self, directory: str, **build_data: Any) -> str:
         with self._reported():
-            self._context()
+            self._context(directory)
             started = time.perf_counter()
             artifacts = self._build_wheel(directory)
             if len(artifacts) != 1:
@@ -168,14 +164,13 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
 
     def build_bundle_artifact(self, directory: str, **build_data: Any) -> str:
         with self._reported():
-            project, _ = self._context()
-            options = self._bundle_options()
-            if options is None:
+            project, _ = self._context(directory)
+            bundle = self._session(directory).bundle(Path(directory))
+            if bundle is None:
                 # Asked for (a default version, or -t flyte:bundle): say so, and make nothing.
                 self.app.display_info(f"flyte: {NO_BUNDLE}")
                 self._record(directory, "bundle", None)
                 return str(Path(directory, MANIFEST_NAME))
-            bundle = build(project.root_dir, Path(directory), options)
             if self.__dict__["_flyte_state"]["options"].show_files:
                 self.app.display(render_tree(project.root_dir, bundle.files))
             verb = "reused" if bundle.reused else "wrote"
@@ -191,12 +186,12 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
         image (``include-project = false``) from hatchling's metadata, with no wheel."""
         from hatch_flyte.extras import require_image_backend
 
-        require_image_backend(self._context()[0].config.image.backend)  # before importing the backend
+        require_image_backend(self._context(directory)[0].config.image.backend)  # before the backend
         from hatch_flyte.image import ProjectMetadata, build_image
-        from hatch_flyte.pipeline import image_failed, source_files
+        from hatch_flyte.pipeline import image_failed
 
         with self._reported():
-            project, analysis = self._context()
+            project, analysis = self._context(directory)
             state = self.__dict__["_flyte_state"]
             started = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="hatch-flyte-image-") as scratch:
@@ -217,9 +212,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
                         project,
                         wheel,
                         metadata=metadata,
-                        source_files=source_files(project, self._bundle_options())
-                        if project.config.image.source
-                        else (),
+                        source_files=self._session(directory).source_files(),
                         environments=analysis.discovery.environments,
                         output_dir=Path(directory),
                     )

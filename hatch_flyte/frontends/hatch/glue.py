@@ -6,7 +6,10 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hatch_flyte.pipeline import Session
 
 _LOGGER = logging.getLogger("hatch_flyte")
 
@@ -47,23 +50,24 @@ def app_logging(app: Any) -> Iterator[None]:
         _LOGGER.propagate = previous_propagate
 
 
-#: The analysis of the project the ``flyte`` builder is building, by project root, while its own
-#: wheel build runs: the build hook inside it reuses it (one discovery, each warning said once).
-_SHARED: dict[Path, Any] = {}
+#: The build session of the project the ``flyte`` builder is building, by project root, while its
+#: own wheel build runs: the build hook inside it joins it (one walk, one discovery, each warning
+#: said once).
+_SHARED: dict[Path, Session] = {}
 
 
 @contextlib.contextmanager
-def sharing(root: Path, value: Any) -> Iterator[None]:
-    """Offer ``value`` (project and analysis) to the build hook of a wheel built meanwhile."""
-    _SHARED[root.resolve()] = value
+def sharing(root: Path, session: Session) -> Iterator[None]:
+    """Offer ``session`` to the build hook of a wheel built meanwhile."""
+    _SHARED[root.resolve()] = session
     try:
         yield
     finally:
         _SHARED.pop(root.resolve(), None)
 
 
-def shared(root: Path) -> Any | None:
-    """What the ``flyte`` builder offers for ``root``, if this wheel is built by it."""
+def shared(root: Path) -> Session | None:
+    """The ``flyte`` builder's session for ``root``, if this wheel is built by it."""
     return _SHARED.get(root.resolve())
 
 

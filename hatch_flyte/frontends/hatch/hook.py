@@ -71,13 +71,11 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
                 raise
 
     def _initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        from hatch_flyte.bundle import BundleOptions
         from hatch_flyte.frontends.hatch.glue import check_hatchling
         from hatch_flyte.manifest import MANIFEST_NAME, write_manifest
         from hatch_flyte.pipeline import (
             NO_BUNDLE,
-            analyse,
-            bundle_for,
+            Session,
             entry_points,
             manifest_for,
             outside_wheel,
@@ -87,11 +85,10 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
         check_hatchling()
         bundle_dir = self._options().bundle_dir
-        offered = shared(Path(self.root))  # built by the `flyte` target, which analysed already
-        project, analysis = offered if offered is not None else (None, None)
-        if project is None or analysis is None:
-            project = load_project(Path(self.root))
-            analysis = analyse(project)
+        outdir = Path(self.root, bundle_dir) if bundle_dir is not None else None
+        # Built by the `flyte` target: its session has walked and analysed the project already.
+        session = shared(Path(self.root)) or Session(load_project(Path(self.root)), outdir=outdir)
+        project, analysis = session.project, session.analysis
         points = entry_points(analysis.discovery)
         if version != "editable":
             # An entry point into a module the wheel does not hold could never load.
@@ -109,9 +106,8 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         group.update(points)
 
         bundle = None
-        if bundle_dir is not None and version != "editable":
-            outdir = Path(self.root, bundle_dir)
-            bundle = bundle_for(project, outdir, BundleOptions.for_project(project), analysis)
+        if outdir is not None and version != "editable":
+            bundle = session.bundle(outdir)
             if bundle is None:
                 self.app.display_info(f"flyte: {NO_BUNDLE}")
             else:
