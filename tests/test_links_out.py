@@ -22,7 +22,7 @@ from test_compat import assert_same_as_flyte
 from hatch_flyte.bundle import BundleOptions, build, select
 from hatch_flyte.bundle.guard import links_leaving
 from hatch_flyte.errors import BundleError, SecretsError
-from hatch_flyte.pipeline import source_files
+from hatch_flyte.pipeline import Session
 from hatch_flyte.project import load_project
 
 CLI = (sys.executable, "-m", "hatch_flyte.frontends.cli")
@@ -160,12 +160,12 @@ def test_image_source_gets_the_same_check(
     root, outside = tree
     project = load_project(_project(root, "warn"))
     with caplog.at_level(logging.WARNING, logger="hatch_flyte"):
-        files = source_files(project, BundleOptions.for_project(project))
+        files = Session(project).source_files()
     assert (str(root / "pkg" / "aws"), "pkg/aws") in files
     assert any(f"pkg/aws -> {outside}/.aws/credentials" in r.getMessage() for r in caplog.records)
     strict = load_project(_project(root, "error"))
     with pytest.raises(SecretsError, match="pkg/aws -> "):
-        source_files(strict, BundleOptions.for_project(strict))
+        Session(strict).source_files()
 
 
 def test_manifest_records_nothing_of_the_targets(tree: tuple[Path, Path], tmp_path: Path) -> None:

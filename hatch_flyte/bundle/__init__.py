@@ -26,6 +26,7 @@ from hatch_flyte.bundle.archive import (
 )
 from hatch_flyte.bundle.guard import find_secrets, links_leaving
 from hatch_flyte.bundle.ignore import IgnoreRules
+from hatch_flyte.bundle.listing import Listing
 from hatch_flyte.bundle.selection import Selection, select_files, select_listed, with_includes, without
 from hatch_flyte.cache import cache_dir
 from hatch_flyte.config import Compression, SecretsPolicy
@@ -163,17 +164,17 @@ def select(
             "flyte byte for byte. Rename it if the code needs it at run time",
             ", ".join(dropped),
         )
-    return selection, _guard(selection, options.secrets)
+    return selection, _guard(selection, options.secrets, rules.listing)
 
 
 def _is_under(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def _guard(selection: Selection, policy: SecretsPolicy) -> tuple[str, ...]:
+def _guard(selection: Selection, policy: SecretsPolicy, listed: Listing) -> tuple[str, ...]:
     if policy == "off":
         return ()
-    _guard_links(selection, policy)
+    _guard_links(selection, policy, listed)
     flagged = find_secrets(selection.arcnames)
     if not flagged:
         return ()
@@ -192,9 +193,9 @@ def _guard(selection: Selection, policy: SecretsPolicy) -> tuple[str, ...]:
     return tuple(flagged)
 
 
-def _guard_links(selection: Selection, policy: SecretsPolicy) -> None:
+def _guard_links(selection: Selection, policy: SecretsPolicy, listed: Listing) -> None:
     """Name every symlink that leads out of the root: flyte bundles its target's bytes."""
-    leaving = links_leaving(selection.root, (f.path for f in selection.files))
+    leaving = links_leaving(selection.root, (f.path for f in selection.files), listed)
     if not leaving:
         return
     listing = ", ".join(f"{link} -> {target}" for link, target in leaving)

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from hatch_flyte.bundle.listing import Listing
+
 #: Base-name patterns of files that usually hold secrets. flyte bundles a nested ``.env`` (its
 #: standard list only leaves out the top-level one), so it is here too.
 SECRET_PATTERNS: tuple[str, ...] = (
@@ -36,14 +38,16 @@ def find_secrets(arcnames: Iterable[str]) -> list[str]:
     return [a for a in arcnames if looks_secret(a)]
 
 
-def links_leaving(root: Path, paths: Iterable[str]) -> list[tuple[str, str]]:
+def links_leaving(root: Path, paths: Iterable[str], listing: Listing | None = None) -> list[tuple[str, str]]:
     """``(link, target)`` for each symlink through which a bundled file resolves outside ``root``.
 
     ``paths`` are the bundled files under the resolved ``root``; ``link`` is relative to it (POSIX),
     ``target`` the absolute path the link resolves to. A link to a directory outside is named once,
     whatever number of files lie under it. Costs one ``scandir`` and one ``realpath`` per
-    directory (a file's own link shows in its directory's listing, with no ``lstat`` of its own).
+    directory (a file's own link shows in its directory's listing, with no ``lstat`` of its own);
+    none of the ``scandir`` calls when ``listing`` holds the directories already (the build's walk).
     """
+    listing = listing if listing is not None else Listing()
     top = str(root)
     prefix = top.rstrip(os.sep) + os.sep
 
@@ -68,8 +72,7 @@ def links_leaving(root: Path, paths: Iterable[str]) -> list[tuple[str, str]]:
     def links_in(directory: str) -> frozenset[str] | None:
         """Names of the symlinks in ``directory`` (None: cannot list it, ask each file)."""
         try:
-            with os.scandir(directory) as it:
-                return frozenset(e.name for e in it if e.is_symlink())
+            return listing.links(directory)
         except OSError:
             return None
 

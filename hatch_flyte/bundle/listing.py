@@ -14,25 +14,34 @@ from collections.abc import Callable, Iterator
 
 
 class Listing:
-    """Each directory's entries, read at most once: ``(subdirectories, other names)``."""
+    """Each directory's entries, read at most once: subdirectories, other names, and symlinks."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[list[str], list[str]] | OSError] = {}
+        self._seen: dict[str, tuple[list[str], list[str], frozenset[str]] | OSError] = {}
 
-    def entries(self, top: str) -> tuple[list[str], list[str]]:
-        """As :func:`os.walk` splits them (a link to a directory counts as a directory); raises the
-        :class:`OSError` of reading ``top``, again on every call."""
+    def _get(self, top: str) -> tuple[list[str], list[str], frozenset[str]]:
         seen = self._seen.get(top)
         if seen is None:
             seen = self._seen[top] = _read(top)
         if isinstance(seen, OSError):
             raise seen
-        return list(seen[0]), list(seen[1])
+        return seen
+
+    def entries(self, top: str) -> tuple[list[str], list[str]]:
+        """As :func:`os.walk` splits them (a link to a directory counts as a directory); raises the
+        :class:`OSError` of reading ``top``, again on every call."""
+        dirs, other, _ = self._get(top)
+        return list(dirs), list(other)
+
+    def links(self, top: str) -> frozenset[str]:
+        """The names of the symlinks in ``top`` (for the secrets guard); raises like :meth:`entries`."""
+        return self._get(top)[2]
 
 
-def _read(top: str) -> tuple[list[str], list[str]] | OSError:
+def _read(top: str) -> tuple[list[str], list[str], frozenset[str]] | OSError:
     dirs: list[str] = []
     other: list[str] = []
+    links: list[str] = []
     try:
         with os.scandir(top) as it:
             for entry in it:
@@ -41,9 +50,11 @@ def _read(top: str) -> tuple[list[str], list[str]] | OSError:
                 except OSError:
                     is_dir = False
                 (dirs if is_dir else other).append(entry.name)
+                if entry.is_symlink():
+                    links.append(entry.name)
     except OSError as e:
         return e
-    return dirs, other
+    return dirs, other, frozenset(links)
 
 
 def walk(
