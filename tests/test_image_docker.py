@@ -533,9 +533,10 @@ def test_base_python_probed_once_per_image_id(
         since = time.time()
         found = docker_backend.inspect_base(docker_client, image, python)
         time.sleep(1.1)
-        events = docker_client.events(
-            since=since, until=time.time(), decode=True, filters={"type": "container", "event": "create"}
-        )
+        # Probe containers only (they carry this label): a step container of another build on the
+        # same engine, or one of the derived image's build a second earlier, is not a probe.
+        filters = {"type": "container", "event": "create", "label": "org.hatch-flyte.probe"}
+        events = docker_client.events(since=since, until=time.time(), decode=True, filters=filters)
         return found, sum(1 for event in events if event.get("from") == image_id)
 
     first, n_first = probe(engine.base)
