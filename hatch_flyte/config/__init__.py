@@ -9,7 +9,7 @@ dotted key, what was found and what is expected.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar, get_args
@@ -107,21 +107,19 @@ def parse_config(data: Mapping[str, Any], pyproject: Path) -> FlyteConfig:
 
 def parse_hook_options(options: Mapping[str, Any], pyproject: Path, table: str) -> HookOptions:
     """Validate the build hook's table (``table`` names it in messages); hatchling's keys pass."""
-    checker = Checker(pyproject.parent)
-    parsed = checker.build(
-        HookOptions, _table(options, table, checker), table, passthrough=HATCHLING_HOOK_KEYS
-    )
-    if checker.problems:
-        raise ConfigError(str(pyproject), checker.problems)
-    return parsed
+    return _parse_plugin_table(HookOptions, options, pyproject, table, HATCHLING_HOOK_KEYS)
 
 
 def parse_builder_options(options: Mapping[str, Any], pyproject: Path, table: str) -> BuilderOptions:
     """Validate the ``flyte`` target's table; the options hatchling reads in any target pass."""
+    return _parse_plugin_table(BuilderOptions, options, pyproject, table, HATCHLING_TARGET_KEYS)
+
+
+def _parse_plugin_table(
+    cls: type[T], options: Mapping[str, Any], pyproject: Path, table: str, passthrough: Collection[str]
+) -> T:
     checker = Checker(pyproject.parent)
-    parsed = checker.build(
-        BuilderOptions, _table(options, table, checker), table, passthrough=HATCHLING_TARGET_KEYS
-    )
+    parsed = checker.build(cls, _table(options, table, checker), table, passthrough=passthrough)
     if checker.problems:
         raise ConfigError(str(pyproject), checker.problems)
     return parsed
