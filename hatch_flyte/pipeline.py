@@ -52,14 +52,11 @@ class Session:
         project: Project,
         options: BundleOptions | None = None,
         outdir: Path | None = None,
-        *,
-        strict: bool = False,
     ) -> None:
         self.project = project
         #: ``[tool.flyte.bundle]`` with any command-line overrides, before environment includes.
         self.base_options = options or BundleOptions.for_project(project)
         self.outdir = Path(outdir).absolute() if outdir is not None else None
-        self.strict = strict
 
     @cached_property
     def walked(self) -> tuple[Selection, IgnoreRules]:
@@ -82,7 +79,7 @@ class Session:
     @cached_property
     def analysis(self) -> Analysis:
         """The package and the environments, reported once (see :func:`analyse`)."""
-        return analyse(self.project, self.discovery, strict=self.strict)
+        return analyse(self.project, self.discovery)
 
     @cached_property
     def options(self) -> BundleOptions | None:
@@ -128,19 +125,19 @@ class Session:
         return [(f.path, f.arcname) for f in selection.files]
 
 
-def analyse(project: Project, discovery: DiscoveryResult, *, strict: bool = False) -> Analysis:
+def analyse(project: Project, discovery: DiscoveryResult) -> Analysis:
     """Find the package and report what ``discovery`` found (a :class:`Session`'s: one discovery).
 
     What discovery could not settle, and finding no environment at all, are logged as warnings
-    (every frontend shows them); with ``strict`` (or ``strict = true`` in ``[tool.flyte]``)
-    unresolved environments are an error instead.
+    (every frontend shows them); with ``strict`` (``strict = true`` in ``[tool.flyte]`` or
+    ``--strict``) unresolved environments are an error instead.
     """
     try:
         package = project.find_package()
     except WorkspaceRootError as e:
         raise WorkspaceRootError(project, e.members, _environment_counts(e.members)) from None
     analysis = Analysis(package=package.name if package else None, discovery=discovery)
-    report(project, analysis, strict=strict or project.config.strict)
+    report(project, analysis)
     return analysis
 
 
@@ -154,12 +151,12 @@ def _environment_counts(members: Iterable[Path]) -> dict[Path, int]:
     return counts
 
 
-def report(project: Project, analysis: Analysis, *, strict: bool, warn_empty: bool = True) -> None:
+def report(project: Project, analysis: Analysis, *, warn_empty: bool = True) -> None:
     """Warn about every unresolved item and (with ``warn_empty``) about finding no environment;
-    raise when ``strict``."""
+    raise when the project is ``strict``."""
     found = analysis.discovery
-    if strict and found.unresolved:
-        where = "--strict" if not project.config.strict else f"`strict = true` in {project.pyproject}"
+    if project.config.strict and found.unresolved:
+        where = project.set_by.get("strict") or f"`strict = true` in {project.pyproject}"
         raise DiscoveryError(
             f"{len(found.unresolved)} item(s) that discovery could not resolve, an error with {where}:\n"
             + "\n".join(f"  - {u}" for u in found.unresolved)
@@ -333,7 +330,6 @@ def build_artifacts(
     *,
     isolation: bool = True,
     options: BundleOptions | None = None,
-    strict: bool = False,
 ) -> BuildResult:
     """The whole job for a project on any PEP 517 backend: wheel, bundle, then the manifest.
 
@@ -380,7 +376,7 @@ def build_artifacts(
         require("cli", "`hatch-flyte build`", BuildError)
     if "image" in wanted:
         require_image_backend(project.config.image.backend)
-    session = Session(project, options, Path(outdir), strict=strict)
+    session = Session(project, options, Path(outdir))
     analysis = session.analysis  # before the wheel: a discovery error stops the build early
     outdir = ensure_directory(outdir)
     if "bundle" in wanted or ("image" in wanted and project.config.image.source):
@@ -400,7 +396,7 @@ def build_artifacts(
             wheel_dir = outdir if "wheel" in wanted else Path(scratch)
             wheel = build_wheel(project.directory, wheel_dir, isolation=isolation)
             outside = outside_wheel(analysis.discovery, wheel_top_level(wheel))
-            if outside and (strict or project.config.strict):
+            if outside and project.config.strict:
                 raise BuildError(outside_wheel_message(outside, wheel.name))
             if outside:
                 log.warning("%s", outside_wheel_message(outside, wheel.name))

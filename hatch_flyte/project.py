@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import glob
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hatch_flyte.config import FlyteConfig, load_toml, parse_config
+from hatch_flyte.config import FlyteConfig, Override, load_toml, parse_config, with_overrides
 from hatch_flyte.errors import ConfigError, ProjectError
 
 PYPROJECT = "pyproject.toml"
@@ -68,6 +68,12 @@ class Project:
     data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     #: Where the root came from when it was chosen by the user ("tool.flyte.root-dir", "--root-dir").
     root_from: str | None = field(default=None, compare=False)
+    #: Keys of ``config`` set for this run, and by what (``{"strict": "--strict"}``).
+    set_by: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def source_of(self, key: str) -> str:
+        """How messages name where ``key`` (dotted, below ``tool.flyte``) got its value."""
+        return self.set_by.get(key) or f"`tool.flyte.{key}` in {self.pyproject or 'the defaults'}"
 
     @property
     def has_pyproject(self) -> bool:
@@ -98,12 +104,12 @@ class Project:
         return _local_dependencies(self)
 
 
-def load_project(path: Path, root_dir: str | Path | None = None) -> Project:
+def load_project(path: Path, overrides: Sequence[Override] = ()) -> Project:
     """Load the project at ``path`` (a directory).
 
     With a pyproject.toml its ``[tool.flyte]`` applies; without one the directory itself is the
-    bundle root and every setting has its default. ``root_dir`` overrides ``tool.flyte.root-dir``
-    and is taken relative to the current directory, like a command-line option.
+    bundle root and every setting has its default. ``overrides`` (command-line flags) set keys for
+    this run, checked as in ``[tool.flyte]``.
     """
     path = Path(path)
     if not path.exists():
@@ -111,37 +117,33 @@ def load_project(path: Path, root_dir: str | Path | None = None) -> Project:
     if not path.is_dir():
         raise ProjectError(f"{path} is not a directory; pass a project directory or a bundle root")
     directory = path.resolve()
-    pyproject = directory / PYPROJECT
-    if not pyproject.is_file():
-        root = Path(root_dir).resolve() if root_dir is not None else directory
-        return Project(
-            directory=directory,
-            pyproject=None,
-            config=FlyteConfig(),
-            root_dir=_check_root(root, None),
-            root_from="--root-dir" if root_dir is not None else None,
-        )
-    data = load_toml(pyproject)
-    config = parse_config(data, pyproject)
-    core = data.get("project", {}) if isinstance(data.get("project"), Mapping) else {}
-    root_from = None
-    if root_dir is not None:
-        root, root_from = Path(root_dir).resolve(), "--root-dir"
-    elif config.root_dir is not None:
-        root, root_from = (directory / config.root_dir).resolve(), "tool.flyte.root-dir"
+    pyproject = directory / PYPROJECT if (directory / PYPROJECT).is_file() else None
+    data: Mapping[str, Any] = load_toml(pyproject) if pyproject is not None else {}
+    config = parse_config(data, pyproject) if pyproject is not None else FlyteConfig()
+    if overrides:
+        config = with_overrides(config, overrides, directory)
+    set_by = {o.key: o.source for o in overrides}
+    root_from = set_by.get("root-dir")
+    if config.root_dir is not None:
+        root = (directory / config.root_dir).resolve()
+        root_from = root_from or "tool.flyte.root-dir"
+    elif pyproject is None:
+        root = directory
     else:
         root = _default_root(directory, data)
+    core = data.get("project", {}) if isinstance(data.get("project"), Mapping) else {}
     name = core.get("name") if isinstance(core.get("name"), str) else None
     version = core.get("version") if isinstance(core.get("version"), str) else None
     return Project(
         directory=directory,
         pyproject=pyproject,
         config=config,
-        root_dir=_check_root(root, pyproject if root_from == "tool.flyte.root-dir" else None),
+        root_dir=_check_root(root, root_from, pyproject),
         name=name,
         version=version,
         data=data,
         root_from=root_from,
+        set_by=set_by,
     )
 
 
@@ -156,16 +158,16 @@ def _default_root(directory: Path, data: Mapping[str, Any]) -> Path:
     return directory / "src" if (directory / "src").is_dir() else directory
 
 
-def _check_root(root: Path, pyproject: Path | None) -> Path:
+def _check_root(root: Path, root_from: str | None, pyproject: Path | None) -> Path:
     if root.is_dir():
         return root
     what = "does not exist" if not root.exists() else "is not a directory"
-    if pyproject is not None:
+    if root_from == "tool.flyte.root-dir" and pyproject is not None:
         raise ConfigError(
             str(pyproject),
             [f"`tool.flyte.root-dir`: {root} {what}; point it at the directory holding your package"],
         )
-    raise ProjectError(f"bundle root {root} {what}; pass an existing directory (--root-dir)")
+    raise ProjectError(f"bundle root {root} {what}; pass an existing directory ({root_from or '--root-dir'})")
 
 
 def normalize_name(name: str) -> str:
@@ -268,8 +270,8 @@ def _top_modules(root: Path) -> list[str]:
 
 
 def _root_setting(project: Project) -> str:
-    if project.root_from == "--root-dir":
-        return f"--root-dir {project.root_dir}"
+    if project.root_from is not None and project.root_from in project.set_by.values():
+        return f"{project.root_from} {project.root_dir}"
     rel = _rel(project.root_dir, project.directory)
     if project.root_from == "tool.flyte.root-dir":
         return f'`tool.flyte.root-dir` = "{rel}" in {project.pyproject}'
@@ -290,8 +292,8 @@ def _misrooted(project: Project, package: str, actual_root: Path) -> ProjectErro
         actual_root == project.directory or project.directory in actual_root.parents
     ):
         fix = f'set `root-dir = "{_rel(actual_root, project.directory)}"` under [tool.flyte]'
-        if project.root_from == "--root-dir":
-            fix = f"pass --root-dir {actual_root}"
+        if project.root_from is not None and project.root_from in project.set_by.values():
+            fix = f"pass {project.root_from} {actual_root}"
     else:
         fix = f"pass --root-dir {actual_root}"
     return ProjectError(

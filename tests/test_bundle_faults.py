@@ -594,7 +594,8 @@ def test_secrets_error_names_the_files_and_writes_nothing(tmp_path: Path) -> Non
     assert str(info.value) == (
         f"files that look like secrets would be bundled from {root}: "
         "certs/server.pem, keys/id_rsa, pkg/settings/.env. Remove them, add them to "
-        '`tool.flyte.bundle.ignores` or .flyteignore, or set `tool.flyte.bundle.secrets = "warn"`'
+        "`tool.flyte.bundle.ignores` or .flyteignore, or, to bundle them anyway, set "
+        '`tool.flyte.bundle.secrets = "warn"` ("off" with `strict`)'
     )
     assert "id_rsa.pub" not in str(info.value) and ".env.example" not in str(info.value)
     assert listing(out) == []

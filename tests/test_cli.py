@@ -263,14 +263,24 @@ def test_root_dir_option_overrides_config(
     assert Path(data["path"]).parent == proj / "dist"
 
 
-def test_root_dir_option_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_root_dir_option_missing_or_outside(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     proj = project(tmp_path / "proj")
-    code, out, err = run_main(capsys, "bundle", str(proj), "--root-dir", str(tmp_path / "nope"))
+    code, out, err = run_main(capsys, "bundle", str(proj), "--root-dir", str(proj / "nope"))
     assert code == 1
     assert out == ""
     assert err == (
-        f"error: bundle root {tmp_path / 'nope'} does not exist; pass an existing directory (--root-dir)\n"
+        f"error: bundle root {proj / 'nope'} does not exist; pass an existing directory (--root-dir)\n"
     )
+    # Checked as `tool.flyte.root-dir` is: a bundle root outside the project is refused, by name.
+    (tmp_path / "elsewhere").mkdir()
+    code, out, err = run_main(capsys, "inspect", str(proj), "--root-dir", str(tmp_path / "elsewhere"))
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: invalid configuration in the command line:\n"
+        f"  - `--root-dir` = {str(tmp_path / 'elsewhere')!r} escapes the project directory {proj}; "
+        "pass a directory inside it\n"
+    )
+    assert not (proj / "dist").exists()
 
 
 def test_default_output_is_path_dist(

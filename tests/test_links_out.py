@@ -99,8 +99,8 @@ def test_fatal_with_secrets_error_or_strict(tree: tuple[Path, Path], tmp_path: P
         f"error: symlinks in {root} lead outside it, and the bundle would hold what they point to: "
         f"pkg/aws -> {outside}/.aws/credentials, pkg/up.txt -> {outside}/mounted/token, "
         f"secrets -> {outside}/mounted. Remove the links, copy what the code needs under the root, or "
-        "leave them out in .flyteignore or `tool.flyte.bundle.ignores`; or set "
-        '`tool.flyte.bundle.secrets = "warn"`'
+        "leave them out in .flyteignore or `tool.flyte.bundle.ignores`; or, to bundle them anyway, set "
+        '`tool.flyte.bundle.secrets = "warn"` ("off" with `strict`)'
     ]
     assert not out.exists() or list(out.iterdir()) == []
 

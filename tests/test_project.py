@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from hatch_flyte.config import FlyteConfig
+from hatch_flyte.config import FLAGS, FlyteConfig, Override
 from hatch_flyte.errors import ConfigError, ProjectError
 from hatch_flyte.project import Package, load_project, normalize_name
+
+
+def root_flag(value: str) -> Override:
+    """``--root-dir VALUE``, as the command line passes it."""
+    return Override.from_flag(next(f for f in FLAGS if f.flag == "--root-dir"), value)
 
 
 def make(directory: Path, files: dict[str, str], pyproject: str | None = None) -> Path:
@@ -361,17 +366,32 @@ def test_root_dir_argument_overrides_config_and_is_relative_to_cwd(
 ) -> None:
     d = make(tmp_path / "proj", {"src/": "", "other/": ""}, named("proj", '[tool.flyte]\nroot-dir = "src"\n'))
     monkeypatch.chdir(d)
-    assert load_project(d, root_dir="other").root_dir == d / "other"
-    assert load_project(d, root_dir=d / "src").root_dir == d / "src"
+    project = load_project(d, [root_flag("other")])
+    assert project.root_dir == d / "other"
+    assert (project.root_from, project.set_by) == ("--root-dir", {"root-dir": "--root-dir"})
+    assert load_project(d, [root_flag(str(d / "src"))]).root_dir == d / "src"
+
+
+def test_root_dir_argument_must_stay_in_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Checked as `tool.flyte.root-dir` is, and named by the flag.
+    d = make(tmp_path / "proj", {"src/": ""}, named("proj"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(d)
+    with pytest.raises(ConfigError) as info:
+        load_project(d, [root_flag("../elsewhere")])
+    assert info.value.problems == [
+        f"`--root-dir` = {str(tmp_path / 'elsewhere')!r} escapes the project directory {d}; "
+        "pass a directory inside it"
+    ]
 
 
 def test_root_dir_argument_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = make(tmp_path / "proj", {}, named("proj"))
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(d)
     with pytest.raises(ProjectError) as info:
-        load_project(d, root_dir="nowhere")
+        load_project(d, [root_flag("nowhere")])
     assert str(info.value) == (
-        f"bundle root {tmp_path / 'nowhere'} does not exist; pass an existing directory (--root-dir)"
+        f"bundle root {d / 'nowhere'} does not exist; pass an existing directory (--root-dir)"
     )
 
 
@@ -402,9 +422,9 @@ def test_directory_without_pyproject_is_its_own_root(tmp_path: Path) -> None:
 
 def test_directory_without_pyproject_with_root_dir(tmp_path: Path) -> None:
     d = make(tmp_path / "plain", {"src/foo/__init__.py": ""})
-    assert load_project(d, root_dir=d / "src").root_dir == d / "src"
+    assert load_project(d, [root_flag(str(d / "src"))]).root_dir == d / "src"
     with pytest.raises(ProjectError, match="does not exist; pass an existing directory"):
-        load_project(d, root_dir=d / "missing")
+        load_project(d, [root_flag(str(d / "missing"))])
 
 
 def test_relative_path_is_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,9 @@ import pytest
 
 from hatch_flyte.config import (
     FLAGS,
+    Flag,
     FlyteConfig,
+    Override,
     load_config,
     parse_builder_options,
     parse_hook_options,
@@ -136,20 +138,63 @@ def test_every_flag_is_on_its_commands_with_the_keys_choices() -> None:
     for flag in FLAGS:
         for command in flag.commands:
             action = _options(command)[flag.flag]
-            if flag.const is None:
+            if flag.key == "bundle.compression":
                 assert tuple(action.choices) == ("fast", "compatible")  # type: ignore[attr-defined]
+            elif flag.const is None:
+                assert action.choices is None  # type: ignore[attr-defined]
             else:
                 assert action.const == flag.const  # type: ignore[attr-defined]
 
 
-def test_overrides_are_checked_like_the_file() -> None:
-    config = with_overrides(FlyteConfig(), {"bundle.compression": "compatible"}, "the command line")
+def test_each_flag_sets_its_key_on_every_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "pkg"\nversion = "1"\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    values = {"--root-dir": ("src", tmp_path / "src"), "--compression": ("compatible", "compatible")}
+    for flag in FLAGS:
+        given, expected = values.get(flag.flag, (None, flag.const))
+        for command in flag.commands:
+            args = cli._parser().parse_args([command, ".", flag.flag, *([given] if given else [])])
+            project = cli._load(args)
+            if flag.key == "root-dir":
+                assert project.root_dir == expected, command
+            else:
+                table = project.config.bundle if flag.key.startswith("bundle.") else project.config
+                assert getattr(table, flag.key.split(".")[-1]) == expected, (flag.flag, command)
+            assert project.set_by == {flag.key: flag.flag}
+
+
+def _flag(name: str) -> Flag:
+    return next(f for f in FLAGS if f.flag == name)
+
+
+def test_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
+    config = with_overrides(
+        FlyteConfig(), [Override("bundle.compression", "compatible", "--compression")], tmp_path
+    )
     assert config.bundle.compression == "compatible" and config.bundle.secrets == "warn"
     with pytest.raises(ConfigError) as info:
-        with_overrides(FlyteConfig(), {"bundle.compression": "fastest", "image.tags": []}, "the command line")
+        with_overrides(
+            FlyteConfig(),
+            [
+                Override("bundle.compression", "fastest", "--compression"),
+                Override("image.tags", [], "--tags"),
+            ],
+            tmp_path,
+        )
     assert str(info.value).startswith("invalid configuration in the command line:")
     assert info.value.problems == [
-        "`tool.flyte.bundle.compression` must be one of 'fast', 'compatible', got a string ('fastest'); "
-        "did you mean 'fast'?",
-        "`tool.flyte.image.tags` must not be empty: leave `tags` out for the default tags",
+        "`--compression` must be one of 'fast', 'compatible', got a string ('fastest'); did you mean 'fast'?",
+        "`--tags` must not be empty: leave `tags` out for the default tags",
     ]
+
+
+def test_path_flags_are_taken_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "proj" / "code").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    override = Override.from_flag(_flag("--root-dir"), "proj/code")
+    assert override == Override("root-dir", str(tmp_path / "proj" / "code"), "--root-dir")
+    config = with_overrides(FlyteConfig(), [override], tmp_path / "proj")
+    assert (tmp_path / "proj" / config.root_dir).resolve() == tmp_path / "proj" / "code"  # type: ignore[operator]

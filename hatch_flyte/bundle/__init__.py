@@ -52,23 +52,17 @@ class BundleOptions:
     modules: tuple[Path, ...] | None = None
 
     @classmethod
-    def for_project(
-        cls,
-        project: Project,
-        compression: Compression | None = None,
-        secrets: SecretsPolicy | None = None,
-        extra_include: Sequence[Path] = (),
-    ) -> BundleOptions:
-        """Options from the project's ``[tool.flyte.bundle]``, with command-line overrides."""
+    def for_project(cls, project: Project, extra_include: Sequence[Path] = ()) -> BundleOptions:
+        """Options from the project's ``[tool.flyte.bundle]`` (command-line flags included)."""
         b = project.config.bundle
         include = tuple(project.resolve_path(p) for p in b.include) + tuple(extra_include)
         return cls(
             ignores=b.ignores,
             keep_default_ignores=b.keep_default_ignores,
             include=tuple(dict.fromkeys(include)),
-            compression=compression or b.compression,
+            compression=b.compression,
             # strict turns every warning into an error, the secrets guard's too (unless it is off).
-            secrets=secrets or ("error" if project.config.strict and b.secrets == "warn" else b.secrets),
+            secrets="error" if project.config.strict and b.secrets == "warn" else b.secrets,
         )
 
 
@@ -183,7 +177,7 @@ def _guard(selection: Selection, policy: SecretsPolicy, listed: Listing) -> tupl
         raise SecretsError(
             f"files that look like secrets would be bundled from {selection.root}: {listing}. "
             "Remove them, add them to `tool.flyte.bundle.ignores` or .flyteignore, "
-            'or set `tool.flyte.bundle.secrets = "warn"`'
+            'or, to bundle them anyway, set `tool.flyte.bundle.secrets = "warn"` ("off" with `strict`)'
         )
     log.warning(
         "these files look like secrets and will be in the bundle: %s (ignore them in .flyteignore or "
@@ -203,7 +197,8 @@ def _guard_links(selection: Selection, policy: SecretsPolicy, listed: Listing) -
         raise SecretsError(
             f"symlinks in {selection.root} lead outside it, and the bundle would hold what they point to: "
             f"{listing}. Remove the links, copy what the code needs under the root, or leave them out in "
-            '.flyteignore or `tool.flyte.bundle.ignores`; or set `tool.flyte.bundle.secrets = "warn"`'
+            ".flyteignore or `tool.flyte.bundle.ignores`; or, to bundle them anyway, set "
+            '`tool.flyte.bundle.secrets = "warn"` ("off" with `strict`)'
         )
     log.warning(
         "these symlinks lead outside the bundle root %s, and the bundle holds what they point to (as "

@@ -8,13 +8,15 @@ dotted key, what was found and what is expected.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Collection, Mapping
-from dataclasses import replace
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
-from hatch_flyte.config.convert import Checker, fields_of, kind
+from hatch_flyte.config.convert import Checker, fields_of, kind, shape_at
+from hatch_flyte.config.fields import ProjectPath
 from hatch_flyte.config.model import (
     FLAGS,
     HATCHLING_HOOK_KEYS,
@@ -50,6 +52,7 @@ __all__ = [
     "FlyteConfig",
     "HookOptions",
     "ImageConfig",
+    "Override",
     "SecretsPolicy",
     "flag_choices",
     "flags_for",
@@ -141,19 +144,38 @@ def flag_choices(flag: Flag) -> tuple[str, ...] | None:
     """The values a flag accepts, from its key's type (None: any string)."""
     if flag.const is not None:
         return None
-    base = _shape(flag.key).base
+    base = shape_at(FlyteConfig, flag.key).base
     args = get_args(base)
     return tuple(args) if args else None
 
 
-def with_overrides(config: FlyteConfig, values: Mapping[str, Any], source: str) -> FlyteConfig:
-    """``config`` with dotted keys (``bundle.compression``) set, checked like ``[tool.flyte]`` itself;
-    ``source`` names where the values came from in messages (``the command line``)."""
-    checker = Checker(Path.cwd())
-    for dotted, value in values.items():
-        config = _replace_at(config, dotted.split("."), value, checker, "tool.flyte")
+@dataclass(frozen=True)
+class Override:
+    """A ``[tool.flyte]`` key set for one run from outside pyproject.toml (a command-line flag)."""
+
+    #: Dotted key below ``tool.flyte`` (``bundle.compression``).
+    key: str
+    value: Any
+    #: How messages name where the value came from (``--compression``).
+    source: str
+
+    @classmethod
+    def from_flag(cls, flag: Flag, value: Any) -> Override:
+        """The override a flag's value makes; a path is taken relative to the current directory."""
+        if isinstance(value, str) and shape_at(FlyteConfig, flag.key).marker(ProjectPath) is not None:
+            value = os.path.abspath(value)
+        return cls(flag.key, value, flag.flag)
+
+
+def with_overrides(config: FlyteConfig, overrides: Sequence[Override], project_dir: Path) -> FlyteConfig:
+    """``config`` with the ``overrides`` set, each checked as its key in ``[tool.flyte]`` is (paths
+    must stay inside ``project_dir``) and named in messages by its source."""
+    checker = Checker(project_dir, outside_fix="pass a directory inside it")
+    for o in overrides:
+        checker.names[f"tool.flyte.{o.key}"] = o.source
+        config = _replace_at(config, o.key.split("."), o.value, checker, "tool.flyte")
     if checker.problems:
-        raise ConfigError(source, checker.problems)
+        raise ConfigError("the command line", checker.problems)
     return config
 
 
@@ -164,11 +186,3 @@ def _replace_at(table: T, path: list[str], value: Any, checker: Checker, prefix:
     name = fields_of(type(table))[head][0].name
     inner = _replace_at(getattr(table, name), rest, value, checker, f"{prefix}.{head}")
     return replace(table, **{name: inner})  # type: ignore[type-var]
-
-
-def _shape(dotted: str) -> Any:
-    cls: type[Any] = FlyteConfig
-    *path, last = dotted.split(".")
-    for part in path:
-        cls = fields_of(cls)[part][1].base
-    return fields_of(cls)[last][1]

@@ -72,6 +72,14 @@ def fields_of(cls: type[Any]) -> dict[str, tuple[dataclasses.Field[Any], Shape]]
     return _FIELDS[cls]
 
 
+def shape_at(cls: type[Any], dotted: str) -> Shape:
+    """The shape of the key ``dotted`` (``bundle.compression``) of the table class ``cls``."""
+    *path, last = dotted.split(".")
+    for part in path:
+        cls = fields_of(cls)[part][1].base
+    return fields_of(cls)[last][1]
+
+
 def kind(value: Any) -> str:
     """How a TOML value is named in messages: ``a string ('x')``, ``an array``, ``a table``."""
     names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array"}
@@ -86,9 +94,16 @@ def kind(value: Any) -> str:
 class Checker:
     """Collects the problems of one file (or one command line)."""
 
-    def __init__(self, project_dir: Path) -> None:
+    def __init__(
+        self,
+        project_dir: Path,
+        outside_fix: str = "use a path relative to the directory of pyproject.toml that stays inside it",
+    ) -> None:
         self.project_dir = project_dir.resolve()
         self.problems: list[str] = []
+        #: Dotted keys named otherwise in messages (a command-line flag: ``--root-dir``).
+        self.names: dict[str, str] = {}
+        self._outside_fix = outside_fix
 
     def table(
         self, cls: type[T], raw: Mapping[str, Any], prefix: str, passthrough: Collection[str] = ()
@@ -99,7 +114,7 @@ class Checker:
         fields = fields_of(cls)
         out: dict[str, Any] = {}
         for key, value in raw.items():
-            dotted = f"{prefix}.{key}"
+            dotted = self.names.get(f"{prefix}.{key}", f"{prefix}.{key}")
             if key not in fields:
                 if key in passthrough:
                     continue
@@ -189,8 +204,7 @@ class Checker:
             self.problems.append(f"`{key}` = {value!r} is not {pattern.noun}")
         if path is not None and path.inside and not self._inside(value):
             self.problems.append(
-                f"`{key}` = {value!r} escapes the project directory {self.project_dir}; "
-                "use a path relative to the directory of pyproject.toml that stays inside it"
+                f"`{key}` = {value!r} escapes the project directory {self.project_dir}; {self._outside_fix}"
             )
         return value
 

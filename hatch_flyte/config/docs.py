@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from hatch_flyte.config.convert import Shape, fields_of
+from hatch_flyte.config.convert import Shape, fields_of, shape_at
 from hatch_flyte.config.fields import DEFAULT_DOC, DOC, TYPE_DOC, Pattern, ProjectPath
 from hatch_flyte.config.model import (
     FLAGS,
@@ -84,10 +84,19 @@ def flags_table() -> str:
     """The command-line flags that set a key."""
     rows = ["| Flag | Commands | Sets |", "| --- | --- | --- |"]
     for flag in FLAGS:
-        value = f' = `"{flag.const}"`' if flag.const is not None else ""
+        sets = f"tool.flyte.{flag.key}"
+        if flag.const is not None:
+            sets += f" = {_toml(flag.const)}"
+        note = ""
+        if shape_at(FlyteConfig, flag.key).marker(ProjectPath) is not None:
+            note = " (a path from the current directory)"
         commands = ", ".join(f"`{c}`" for c in flag.commands)
-        rows.append(f"| `{flag.flag}` | {commands} | `tool.flyte.{flag.key}`{value} |")
+        rows.append(f"| `{flag.flag}` | {commands} | `{sets}`{note} |")
     return "\n".join(rows)
+
+
+def _toml(value: bool | str) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else f'"{value}"'
 
 
 TABLES: dict[str, Callable[[], str]] = {

@@ -332,23 +332,38 @@ HATCHLING_TARGET_KEYS = frozenset(
 class Flag:
     """A command-line flag that sets a key of ``[tool.flyte]`` for one run.
 
-    Its choices and validation come from the key's field; ``const`` makes it a switch that sets that
-    value; ``help`` defaults to the key's documentation."""
+    The key's field validates the value, exactly as in pyproject.toml, and gives the flag its
+    choices; a path key's value is taken relative to the current directory, as on any command line.
+    ``const`` makes the flag a switch that sets that value."""
 
     flag: str
     key: str
     commands: tuple[str, ...]
     help: str
-    const: str | None = None
+    const: bool | str | None = None
 
 
 #: Every flag that sets a key. ``hatch-flyte`` adds them to the commands named; the README's table
 #: of flags is generated from here.
 FLAGS: tuple[Flag, ...] = (
     Flag(
+        "--root-dir",
+        "root-dir",
+        ("bundle", "inspect", "build"),
+        "bundle root, inside PATH (default: tool.flyte.root-dir, src/ in a src layout, else PATH)",
+    ),
+    Flag(
         "--compression",
         "bundle.compression",
         ("bundle", "build"),
         "fast (default) or compatible (flyte's exact .tar.gz)",
+    ),
+    Flag(
+        "--strict",
+        "strict",
+        ("bundle", "inspect", "build"),
+        "fail on environments discovery cannot resolve, on files that look like secrets and on symlinks "
+        "leading outside the root",
+        const=True,
     ),
 )

@@ -20,7 +20,7 @@ from hatch_flyte import __version__
 from hatch_flyte.atomic import Interrupted, interruptible
 from hatch_flyte.bundle import Bundle, BundleOptions
 from hatch_flyte.bundle.archive import bundle_name
-from hatch_flyte.config import flag_choices, flags_for, with_overrides
+from hatch_flyte.config import Override, flag_choices, flags_for
 from hatch_flyte.errors import HatchFlyteError
 from hatch_flyte.pipeline import (
     NO_BUNDLE,
@@ -57,12 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "path", nargs="?", default=".", help="project directory (its [tool.flyte] applies) or any directory"
     )
-    b.add_argument(
-        "--root-dir", help="bundle root (default: tool.flyte.root-dir, src/ in a src layout, else PATH)"
-    )
     b.add_argument("-o", "--output", dest="outdir", help="output directory (default: PATH/dist)")
     _add_setting_flags(b, "bundle")
-    b.add_argument("--strict", action="store_true", help=_STRICT_HELP)
     b.add_argument("--no-cache", action="store_true", help="read every file even if the tree looks unchanged")
     b.add_argument("--show-files", action="store_true", help="print the bundled files as a tree")
     b.add_argument("--json", action="store_true", help="print one JSON object describing the bundle")
@@ -72,8 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         "inspect", parents=[common], help="show the package, environments and bundle of a project"
     )
     i.add_argument("path", nargs="?", default=".", help="project directory")
-    i.add_argument("--root-dir", help="bundle root (default: tool.flyte.root-dir)")
-    i.add_argument("--strict", action="store_true", help=_STRICT_HELP)
+    _add_setting_flags(i, "inspect")
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=_cmd_inspect)
 
@@ -86,12 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated: wheel, bundle, image (default: wheel,bundle; bundle without a [build-system])",
     )
     bl.add_argument("-o", "--output", dest="outdir", help="output directory (default: PATH/dist)")
-    bl.add_argument(
-        "--root-dir", help="bundle root (default: tool.flyte.root-dir, src/ in a src layout, else PATH)"
-    )
     bl.add_argument("--no-isolation", action="store_true", help="build the wheel in the current environment")
     _add_setting_flags(bl, "build")
-    bl.add_argument("--strict", action="store_true", help=_STRICT_HELP)
     bl.add_argument(
         "--no-cache", action="store_true", help="read every file even if the tree looks unchanged"
     )
@@ -138,12 +129,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_STRICT_HELP = (
-    "fail on environments discovery cannot resolve, on files that look like secrets and on symlinks "
-    "leading outside the root"
-)
-
-
 def _targets(value: str) -> list[str]:
     """``-t wheel,bundle``: a usage error (exit 2) naming the valid targets for anything else."""
     targets = [t.strip() for t in value.split(",") if t.strip()]
@@ -167,12 +152,11 @@ def _add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
             parser.add_argument(flag.flag, dest=flag.key, choices=flag_choices(flag), help=flag.help)
 
 
-def _with_flags(project: Project, args: argparse.Namespace, command: str) -> Project:
-    """``project`` with the keys its flags set, validated like the configuration file."""
-    values = {f.key: getattr(args, f.key) for f in flags_for(command) if getattr(args, f.key) is not None}
-    if not values:
-        return project
-    return replace(project, config=with_overrides(project.config, values, "the command line"))
+def _load(args: argparse.Namespace) -> Project:
+    """The project at PATH, with the keys its flags set (validated like the configuration file)."""
+    given = [(f, getattr(args, f.key)) for f in flags_for(args.command)]
+    overrides = [Override.from_flag(f, value) for f, value in given if value is not None]
+    return load_project(Path(args.path), overrides)
 
 
 def _bundle_json(bundle: Bundle, root: Path) -> dict[str, Any]:
@@ -191,8 +175,8 @@ def _bundle_json(bundle: Bundle, root: Path) -> dict[str, Any]:
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    project = _with_flags(load_project(Path(args.path), root_dir=args.root_dir), args, "bundle")
-    options = BundleOptions.for_project(project, secrets="error" if args.strict else None)
+    project = _load(args)
+    options = BundleOptions.for_project(project)
     if args.no_cache:
         options = replace(options, use_cache=False)
     outdir = Path(args.outdir) if args.outdir else project.directory / "dist"
@@ -202,7 +186,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         _hint(project)
         # A bundle is for any directory: only what discovery could not settle is worth a warning.
         found = session.discovery
-        report(project, Analysis(None, found), strict=args.strict or project.config.strict, warn_empty=False)
+        report(project, Analysis(None, found), warn_empty=False)
     bundle = session.bundle()
     if bundle is None:
         if args.json:
@@ -229,9 +213,9 @@ def _hint(project: Project) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    project = load_project(Path(args.path), root_dir=args.root_dir)
+    project = _load(args)
     _hint(project)
-    session = Session(project, strict=args.strict)
+    session = Session(project)
     analysis = session.analysis
     manifest = manifest_for(project, analysis)
     selection = session.selected[0] if session.selected is not None else None
@@ -289,15 +273,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    project = _with_flags(load_project(Path(args.path), root_dir=args.root_dir), args, "build")
+    project = _load(args)
     _hint(project)
-    options = BundleOptions.for_project(project, secrets="error" if args.strict else None)
+    options = BundleOptions.for_project(project)
     if args.no_cache:
         options = replace(options, use_cache=False)
     outdir = Path(args.outdir) if args.outdir else project.directory / "dist"
-    result = build_artifacts(
-        project, outdir, args.target, isolation=not args.no_isolation, options=options, strict=args.strict
-    )
+    result = build_artifacts(project, outdir, args.target, isolation=not args.no_isolation, options=options)
     if args.json:
         _out(result.manifest.read_text(encoding="utf-8").rstrip())
         return 0
