@@ -135,7 +135,7 @@ def analyse(project: Project, discovery: DiscoveryResult) -> Analysis:
     try:
         package = project.find_package()
     except WorkspaceRootError as e:
-        raise WorkspaceRootError(project, e.members, _environment_counts(e.members)) from None
+        raise WorkspaceRootError(project, e.members, _environment_counts(e.members), e.note) from None
     analysis = Analysis(package=package.name if package else None, discovery=discovery)
     report(project, analysis)
     return analysis

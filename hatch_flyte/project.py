@@ -352,6 +352,16 @@ def _find_package(project: Project) -> Package | None:
                 if path == root:
                     continue  # packages = ["."]: the wheel holds the root's modules at top level
                 if path.parent != root:
+                    member = _enclosing_sub_project(project, path)
+                    if member is not None:
+                        # A development root whose wheel gathers its members' packages
+                        # (my_app/src/my_app, my_lib/src/my_lib): no one bundle root names them as
+                        # the wheel installs them; each member is built, and deployed, on its own.
+                        raise WorkspaceRootError(
+                            project,
+                            workspace_members(project) or [member],
+                            note="the `packages` of tool.hatch.build.targets.wheel lie inside them",
+                        )
                     if path == project.directory or root in path.parents:
                         raise _misrooted(project, path.name, path.parent)
                     raise ProjectError(
@@ -401,6 +411,16 @@ def _find_package(project: Project) -> Package | None:
         + "; ".join([*looked, f"{root}/*.py"])
         + ". Set `package` (and `root-dir`) under [tool.flyte]."
     )
+
+
+def _enclosing_sub_project(project: Project, path: Path) -> Path | None:
+    """The sub-project of ``project`` (own pyproject.toml) that ``path`` lies in, if any."""
+    for parent in path.parents:
+        if parent == project.directory or project.directory not in parent.parents:
+            return None
+        if is_nested_project(parent):
+            return parent
+    return None
 
 
 def _prefer(packages: list[Package], preferred: str | None) -> Package | None:
@@ -455,23 +475,29 @@ class WorkspaceRootError(ProjectError):
     """The root holds no code of its own, only sub-projects (``members``) built on their own."""
 
     def __init__(
-        self, project: Project, members: list[Path], counts: Mapping[Path, int] | None = None
+        self,
+        project: Project,
+        members: list[Path],
+        counts: Mapping[Path, int] | None = None,
+        note: str | None = None,
     ) -> None:
         self.members = members
+        self.note = note
         counts = counts or {}
         holding = [m for m in members if counts.get(m)]
         shown = holding or members
         names = ", ".join(
-            f"{_rel(m, project.directory)} ({counts[m]} environments)"
+            f"{_rel(m, project.directory)} ({counts[m]} environment{'s' if counts[m] > 1 else ''})"
             if counts.get(m)
             else _rel(m, project.directory)
             for m in shown
         )
         first = _rel(shown[0], project.directory)
         what = "hold Flyte environments" if holding else "are its sub-projects"
+        why = f" ({note})" if note else ""
         super().__init__(
             f"{project.directory} is a workspace root with no Python code of its own; its members {names} "
-            f"{what}. Build each member from its own directory, e.g. `hatch-flyte build {first}` "
+            f"{what}{why}. Build each member from its own directory, e.g. `hatch-flyte build {first}` "
             f"(or `cd {first} && hatch build -t flyte`); a member's bundle root is its own src/ or directory"
         )
 

@@ -279,6 +279,38 @@ def test_workspace_root_names_its_members(tmp_path: Path) -> None:
     )
 
 
+def test_development_root_gathering_its_members_packages_is_a_workspace_root(tmp_path: Path) -> None:
+    # The root's wheel takes its packages from inside sub-projects (`orbit/src/orbit`): no one bundle
+    # root gives the modules the names that wheel installs, so each member is built on its own.
+    d = make(
+        tmp_path / "dev",
+        {
+            "orbit/pyproject.toml": named("orbit"),
+            "orbit/src/orbit/__init__.py": "",
+            "orbit/src/orbit/flows.py": "import flyte\nenv = flyte.TaskEnvironment(name='orbit')\n",
+            "shared/pyproject.toml": named("shared"),
+            "shared/src/shared/__init__.py": "",
+        },
+        named(
+            "dev",
+            '[tool.hatch.build.targets.wheel]\npackages = ["orbit/src/orbit", "shared/src/shared"]\n',
+        ),
+    )
+    with pytest.raises(ProjectError) as info:
+        load_project(d).find_package()
+    assert str(info.value) == (
+        f"{d} is a workspace root with no Python code of its own; its members orbit, shared are its "
+        "sub-projects (the `packages` of tool.hatch.build.targets.wheel lie inside them). Build each "
+        "member from its own directory, e.g. `hatch-flyte build orbit` (or `cd orbit && hatch build -t "
+        "flyte`); a member's bundle root is its own src/ or directory"
+    )
+    # A package merely deeper than the root, in no sub-project, is still a root-dir mistake.
+    (d / "shared" / "pyproject.toml").unlink()
+    (d / "orbit" / "pyproject.toml").unlink()
+    with pytest.raises(ProjectError, match="does not match the layout"):
+        load_project(d).find_package()
+
+
 def test_no_package_without_pyproject_names_the_directory(tmp_path: Path) -> None:
     d = make(tmp_path / "plain", {"notes.txt": ""})
     with pytest.raises(ProjectError, match=rf"^{d}: no Python package found; looked at "):

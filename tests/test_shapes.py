@@ -304,10 +304,10 @@ def test_workspace_root_names_the_members_and_the_command(built: dict[str, Built
     proc = hatch_flyte("inspect", str(root), cwd=root, ok=False)
     assert proc.returncode == 1 and proc.stdout == ""
     assert (
-        "is a workspace root with no Python code of its own; its members packages/ws_app (1 environments)"
+        "is a workspace root with no Python code of its own; its members packages/ws_app (1 environment)"
         in (proc.stderr)
     )
-    assert "packages/ws_lib (1 environments) hold Flyte environments" in proc.stderr
+    assert "packages/ws_lib (1 environment) hold Flyte environments" in proc.stderr
     assert "`hatch-flyte build packages/ws_app`" in proc.stderr
 
 
