@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from flyte_oracle import flyte_environments
 
 from hatch_flyte.discovery import (
     ENVIRONMENT_CLASSES,
@@ -612,6 +613,47 @@ def test_import_discovery_reports_unbound_environments(tmp_path: Path) -> None:
         (problem,) = result.unresolved
         assert (problem.file, problem.line) == ("shop/mod.py", 3)
         assert "'listed'" in problem.reason and "module-level" in problem.reason
+
+
+def test_environments_made_in_decorators_are_reported_by_both(tmp_path: Path) -> None:
+    """An environment made in a decorator exists once the module is imported (flyte's registry has
+    it, and flyte deploys it) but has no name to load it by: neither method may drop it silently."""
+    project = make_project(
+        tmp_path,
+        {
+            "src/shop/__init__.py": "",
+            "src/shop/mod.py": """
+                import flyte
+
+                base = flyte.TaskEnvironment(name="base")
+
+
+                @base.clone_with(name="cloned", depends_on=[base]).task
+                async def first() -> int:
+                    return 1
+
+
+                @flyte.TaskEnvironment(name="made").task
+                async def second() -> int:
+                    return 2
+
+
+                @base.task
+                async def third() -> int:
+                    return 3
+            """,
+        },
+    )
+    static, imported = both(project)
+    registry = {e.name for e in flyte_environments(project.root_dir, tmp_path / "oracle")}
+    assert registry == {"base", "cloned", "made"}
+    for result in (static, imported):
+        assert [e.name for e in result.environments] == ["base"]
+        problems = {(u.file, u.line): u.reason for u in result.unresolved}
+        assert sorted(problems) == [("shop/mod.py", 6), ("shop/mod.py", 11)], result.method
+        assert "'cloned'" in problems["shop/mod.py", 6] and "'made'" in problems["shop/mod.py", 11]
+    assert "in the decorator of `first()`" in static.unresolved[0].reason
+    assert "discovery" not in static.unresolved[0].reason  # import discovery would not name it either
 
 
 def test_files_that_are_not_modules_are_reported(tmp_path: Path) -> None:

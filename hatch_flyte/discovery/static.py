@@ -46,6 +46,7 @@ _TYPE_CHECKING = frozenset({"typing.TYPE_CHECKING", "typing_extensions.TYPE_CHEC
 #: flyte's rule for environment names (``flyte._environment.is_snake_or_kebab_with_numbers``).
 _VALID_NAME = re.compile(r"^[a-z0-9]+([_-][a-z0-9]+)*$")
 _IMPORT_HINT = 'or set discovery = "import" under [tool.flyte]'
+_DECORATOR = "in the decorator of"
 
 
 # --- static discovery: values --------------------------------------------------------------------
@@ -236,6 +237,8 @@ class _Static:
         start, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
         if start is None or end is None:
             return True
+        # A definition's line is its `def`/`class` line: its decorators come before it.
+        start = min([start, *(d.lineno for d in getattr(node, "decorator_list", ()))])
         if not state.line_starts:
             state.line_starts = [0, *(m.end() for m in re.finditer(b"\n", state.source))]
         starts = state.line_starts
@@ -395,7 +398,7 @@ class _ModuleRun:
             self.scan(node)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             self.bind(node.name, _OpaqueV(f"the function `{node.name}`"), node.lineno)
-            self.scan(node, f"inside the function `{node.name}()`")
+            self.scan(node)
         elif isinstance(node, ast.ClassDef):
             self.class_def(node)
         elif isinstance(node, ast.If):
@@ -506,7 +509,7 @@ class _ModuleRun:
             value: _Value = _ClassV(node.name)
         else:
             value = _OpaqueV(f"the class `{node.name}`")
-        self.scan(node, f"in the body of the class `{node.name}`")
+        self.scan(node)
         self.bind(node.name, value, node.lineno)
 
     def if_(self, node: ast.If) -> None:
@@ -818,7 +821,14 @@ class _ModuleRun:
             name_expr = call.args[0]
         name = self.const(name_expr) if name_expr is not None else None
         label = f"environment {name!r} ({kind})" if name else f"a {kind}"
-        if where:
+        if where and where.startswith(_DECORATOR):
+            # It exists once the module is imported, under no name: import discovery cannot name it either.
+            reason = (
+                f"{label} is created {where} and bound to no module-level name, so it cannot be "
+                "referenced as module:attribute (flyte deploys it from its registry); assign it to a "
+                "module-level variable and decorate with that"
+            )
+        elif where:
             reason = (
                 f"{label} is created {where}; static discovery only follows environments assigned "
                 f"to module-level names: assign it to a module-level variable, {_IMPORT_HINT}"
@@ -858,12 +868,21 @@ def _calls(top: ast.AST, where: str | None) -> Iterator[tuple[ast.Call, str | No
         node, context = stack.pop()
         if isinstance(node, ast.Call):
             yield node, context
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            context = f"inside the function `{node.name}()`"
-        elif isinstance(node, ast.Lambda):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            # Decorators run where the definition is, when it is made: at module level for a
+            # module-level function, so an environment made there exists but is bound to no name.
+            if isinstance(node, ast.ClassDef):
+                outer, inner = f"the class `{node.name}`", f"in the body of the class `{node.name}`"
+            else:
+                outer, inner = f"`{node.name}()`", f"inside the function `{node.name}()`"
+            decorators = {id(d) for d in node.decorator_list}
+            body = [c for c in ast.iter_child_nodes(node) if id(c) not in decorators]
+            stack.extend((child, inner) for child in reversed(body))
+            made_in = context or f"{_DECORATOR} {outer}"
+            stack.extend((d, made_in) for d in reversed(node.decorator_list))
+            continue
+        if isinstance(node, ast.Lambda):
             context = "inside a lambda"
-        elif isinstance(node, ast.ClassDef):
-            context = f"in the body of the class `{node.name}`"
         elif isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
             context = "in a comprehension"
         stack.extend((child, context) for child in reversed(list(ast.iter_child_nodes(node))))
