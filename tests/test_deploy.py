@@ -560,6 +560,70 @@ def test_bundle_without_a_file_the_code_reads_is_refused(tmp_path: Path) -> None
     assert "bodies.json" in message and "include" in message
 
 
+UV_IMAGE = {
+    "pyproject.toml": """\
+        [project]
+        name = "lanes"
+        version = "0.3.0"
+        dependencies = ["flyte"]
+    """,
+    "uv.lock": "version = 1\n",
+    "src/lanes/__init__.py": "",
+    "src/lanes/envs.py": """\
+        import pathlib
+
+        import flyte
+
+        PROJECT = pathlib.Path(__file__).parents[2]
+        env = flyte.TaskEnvironment(
+            name="lanes",
+            image=flyte.Image.from_debian_base(python_version=(3, 11))
+            .with_uv_project(pyproject_file=PROJECT / "pyproject.toml")
+            .with_source_folder(PROJECT.parent / "lane_tools"),
+        )
+
+
+        @env.task
+        async def merge(a: int, b: int) -> int:
+            return a + b
+    """,
+}
+
+
+def test_images_that_read_project_files_are_named_as_flyte_names_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An environment's image computed from files outside the bundle root (its project's
+    pyproject.toml and uv.lock, a neighbouring source folder) is named from the project's files,
+    as flyte's deploy names it from the working tree, while the code still comes from the bundle."""
+    project = write_project(tmp_path / "lanes", UV_IMAGE)
+    write_project(tmp_path / "lane_tools", {"tools.py": "SPEED = 3\n"})
+    build_artifacts(load_project(project), project / "dist", ["bundle"])
+    code, doc, err = deploy_json([str(project / "dist"), "--dry-run"], capsys)
+    assert code == 0, err
+    assert doc is not None
+    (env,) = doc["environments"]
+    specs = dry_run_tasks(
+        project / "src", ["lanes.envs:env"], image=IMAGE, version=doc["version"], mode="fast",
+        scratch=tmp_path / "oracle",
+    )  # fmt: skip
+    assert [(t.task, t.image) for t in specs] == [(t["task"], t["image"]) for t in doc["tasks"]]
+    assert env["image"] == specs[0].image and env["source"] == "environment"
+
+    # The uv.lock is part of the image's name: another lock, another image.
+    (project / "uv.lock").write_text("version = 1\n# changed\n")
+    code, again, err = deploy_json([str(project / "dist"), "--dry-run"], capsys)
+    assert code == 0, err
+    assert again is not None and again["environments"][0]["image"] != env["image"]
+
+    # Moved away from its project, the build cannot name that image: the error says why.
+    moved = shutil.copytree(project / "dist", tmp_path / "elsewhere" / "dist")
+    code, _, err = run_cli(["deploy", str(moved), "--dry-run"], capsys)
+    assert code == 1
+    assert "could not be named by flyte: FileNotFoundError" in err and "pyproject.toml" in err
+    assert "inside its project (PROJECT/dist)" in err
+
+
 def test_usage_and_configuration_errors(
     built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

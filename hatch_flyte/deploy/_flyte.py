@@ -275,9 +275,17 @@ async def _image_cache(
                 else:
                     uri = (await flyte.build.aio(image)).uri
             except Exception as e:
+                hint = ""
+                if isinstance(e, FileNotFoundError):
+                    hint = (
+                        ". The image is defined from files outside the build's code (a pyproject.toml, "
+                        "a lock, a source folder): deploy the build output where it was built, inside its "
+                        "project (PROJECT/dist), so that paths computed from __file__ reach the "
+                        "project's files, and run from the project's directory for relative paths"
+                    )
                 raise DeployError(
                     f"the image of environment {name!r} could not be "
-                    f"{'named' if dry_run else 'built'} by flyte: {type(e).__name__}: {e}"
+                    f"{'named' if dry_run else 'built'} by flyte: {type(e).__name__}: {e}{hint}"
                 ) from None
             lookup[name] = uri
             default = isinstance(plan.envs[name].image, str)

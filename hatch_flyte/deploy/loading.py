@@ -21,6 +21,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import itertools
 import os
 import sys
 import tarfile
@@ -60,13 +61,23 @@ class CodeRoot:
 
 @contextlib.contextmanager
 def code_root(target: Target) -> Iterator[CodeRoot]:
-    """The build's code: the bundle's files, else the wheel's."""
+    """The build's code: the bundle's files, else the wheel's.
+
+    When the build output lies in the project it was built from, the temporary directory stands
+    where the bundle root stands in the project: around it, links to the project's other files and
+    to the project's neighbours. Paths an environment computes from ``__file__`` to files outside
+    the bundle root (an image's ``with_uv_project(pyproject_file=...)``, ``uv.lock``,
+    ``with_source_folder("../lib")``) then name the project's files, as under ``flyte deploy``,
+    while everything under the root is still the build's alone.
+    """
     with (
         tempfile.TemporaryDirectory(prefix="hatch-flyte-deploy-") as scratch,
         open(Path(scratch, "sources"), "w+b") as spool,
     ):
-        root = CodeRoot(Path(scratch, "root"), spool)
-        root.path.mkdir()
+        source = target.source_root()
+        path = _surroundings(Path(scratch, "tree"), *source) if source else Path(scratch, "root")
+        root = CodeRoot(path, spool)
+        root.path.mkdir(parents=True, exist_ok=True)
         if target.bundle is not None:
             try:
                 with _gzip.open(target.bundle.path, "rb") as raw:  # type: ignore[no-untyped-call]
@@ -91,6 +102,30 @@ def code_root(target: Target) -> Iterator[CodeRoot]:
         _namespace_directories(root)
         spool.flush()
         yield root
+
+
+#: A project's parent directory with more entries than this (a home directory) is not mirrored.
+_MAX_NEIGHBOURS = 1000
+
+
+def _surroundings(base: Path, project: Path, root: Path) -> Path:
+    """Under ``base``, the directories from ``project``'s parent down to ``root``, each holding
+    links to its other entries in the real tree; returns the (empty) stand-in for ``root``."""
+    top = project.parent
+    chain = [top, *reversed([p for p in root.parents if top in p.parents]), root]
+    for directory, below in itertools.pairwise(chain):
+        mirror = base / directory.relative_to(top)
+        mirror.mkdir(parents=True, exist_ok=True)
+        try:
+            entries = [e for e in os.scandir(directory) if e.name != below.name]
+        except OSError:
+            continue
+        if directory == top and len(entries) > _MAX_NEIGHBOURS:
+            continue
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                (mirror / entry.name).symlink_to(entry.path)
+    return base / root.relative_to(top)
 
 
 _BLOCK = 512

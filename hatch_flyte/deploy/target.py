@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hatch_flyte.errors import DeployError
+from hatch_flyte.config import load_toml
+from hatch_flyte.errors import ConfigError, DeployError
 from hatch_flyte.manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_file
+from hatch_flyte.project import normalize_name
 
 _BUILD_HINT = "build first (`hatch-flyte build`, or `hatch build -t flyte`)"
 
@@ -60,6 +62,30 @@ class Target:
     def project(self) -> dict[str, Any]:
         project = self.manifest.get("project")
         return project if isinstance(project, dict) else {}
+
+    def source_root(self) -> tuple[Path, Path] | None:
+        """The project the build came from and its bundle root, when the output lies there
+        (``PROJECT/dist``, or the project itself): the project's ``pyproject.toml`` names the
+        manifest's project. None when the output was moved away from it."""
+        name = self.project.get("name")
+        root_dir = self.manifest.get("root_dir")
+        if not isinstance(name, str) or not isinstance(root_dir, str):
+            return None
+        for directory in (self.manifest_path.parent, self.manifest_path.parent.parent):
+            pyproject = directory / "pyproject.toml"
+            if not pyproject.is_file():
+                continue
+            try:
+                core = load_toml(pyproject).get("project")
+            except ConfigError:
+                continue
+            found = core.get("name") if isinstance(core, dict) else None
+            if isinstance(found, str) and normalize_name(found) == normalize_name(name):
+                directory = directory.resolve()
+                root = (directory / root_dir).resolve()
+                inside = root == directory or directory in root.parents
+                return (directory, root) if inside and root.is_dir() else None
+        return None
 
 
 def find_manifest(path: Path) -> Path:
