@@ -1,6 +1,6 @@
 """hatch-flyte's configuration: one typed model (:mod:`.model`) for ``[tool.flyte]``, the build hook's
-and the hatch target's options and the command-line flags, validated the same way (:mod:`.convert`)
-and documented from the same fields (:mod:`.docs`).
+and the hatch target's options and the command-line flags, validated the same way (:mod:`.convert`),
+documented from the same fields (:mod:`.docs`), and given as a JSON Schema (:mod:`.schema`).
 
 All problems in one file are collected and raised as a single :class:`ConfigError`, each naming the
 dotted key, what was found and what is expected.

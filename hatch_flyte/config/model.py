@@ -3,7 +3,8 @@ target's own options, and the command-line flags that set a key.
 
 To add a key, add a field to its table here: its type (with constraints, see :mod:`.fields`), its
 default and its documentation. Validation (:mod:`.convert`), the README's reference tables
-(``python -m hatch_flyte.config.docs --write README.md``; a test fails until they match) and the
+(``python -m hatch_flyte.config.docs --write README.md``; a test fails until they match), the JSON
+Schema of ``[tool.flyte]`` (``python -m hatch_flyte.config.schema --write``; likewise) and the
 command line's choices follow from it; code reads the new attribute of the loaded table.
 """
 
