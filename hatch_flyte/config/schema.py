@@ -38,12 +38,11 @@ from typing import Any, Literal, get_args, get_origin
 from hatch_flyte.config.convert import Shape, fields_of
 from hatch_flyte.config.fields import DEFAULT_DOC, DOC, AnyText, NonEmpty, Pattern, Positive
 from hatch_flyte.config.model import FlyteConfig
+from hatch_flyte.resources import SCHEMA_FILE
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
 #: A URN, not a URL: the schema is found through the entry point, not fetched from anywhere.
 SCHEMA_ID = "urn:hatch-flyte:schema:tool.flyte"
-#: The generated file, inside the package (:mod:`hatch_flyte.resources` loads it).
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "resources" / "flyte.schema.json"
 
 #: What a Python ``\w`` outside a character class becomes: every character but ASCII non-word ones
 #: (ECMA-262's ``\w`` is ASCII only, and without the ``u`` flag no class can name Unicode letters).
