@@ -20,8 +20,9 @@ What a schema cannot say, and only :mod:`.convert` checks:
 
 Regular expressions: the model's are Python ``re.fullmatch`` expressions, a schema's ``pattern`` is an
 ECMA-262 search. Patterns are anchored as ``^(?:...)$`` (validate-pyproject's fastjsonschema turns
-``$`` into ``\\Z``, so a trailing newline is not let through) and written in the syntax both dialects
-read alike; :func:`ecma_pattern` refuses any other construct rather than let the two disagree.
+``$`` into ``\\Z``, so a trailing newline is not let through; python-jsonschema searches with
+Python's ``$`` and lets one through) and written in the syntax both dialects read alike;
+:func:`ecma_pattern` refuses any other construct rather than let the two disagree.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from hatch_flyte.atomic import write_bytes_atomic
 from hatch_flyte.config.convert import Shape, fields_of
 from hatch_flyte.config.fields import DEFAULT_DOC, DOC, AnyText, NonEmpty, Pattern, Positive
 from hatch_flyte.config.model import FlyteConfig
@@ -82,6 +84,8 @@ def ecma_pattern(regex: str) -> str:
 def _whitespace_ranges() -> Iterator[str]:
     """The characters ``str.strip()`` removes (``str.isspace``), as class ranges of ``\\uXXXX``."""
     spaces = [c for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    if spaces[-1] > 0xFFFF:  # \uXXXX names only the BMP (no Unicode version has had one beyond it)
+        raise ValueError(f"whitespace beyond the BMP: U+{spaces[-1]:X}")
     start = prev = spaces[0]
     for c in [*spaces[1:], -1]:
         if c != prev + 1:
@@ -211,8 +215,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if new != old:
-        from hatch_flyte.atomic import write_bytes_atomic
-
         write_bytes_atomic(args.path, new.encode("utf-8"))
     return 0
 
