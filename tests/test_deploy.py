@@ -624,6 +624,31 @@ def test_images_that_read_project_files_are_named_as_flyte_names_them(
     assert "inside its project (PROJECT/dist)" in err
 
 
+def test_an_environment_without_tasks_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The task lives in a module the environment's module never imports: nothing registers it.
+    files = {
+        **{k: v for k, v in UV_IMAGE.items() if not k.startswith("src/")},
+        "src/lanes/__init__.py": "",
+        "src/lanes/envs.py": "import flyte\n\nenv = flyte.TaskEnvironment(name='lanes')\n",
+        "src/lanes/jobs.py": """\
+            from lanes.envs import env
+
+
+            @env.task
+            async def merge(a: int, b: int) -> int:
+                return a + b
+        """,
+    }
+    project = write_project(tmp_path / "lanes", files)
+    build_artifacts(load_project(project), project / "dist", ["bundle"])
+    code, doc, err = deploy_json([str(project / "dist"), "--dry-run", "--image", IMAGE], capsys)
+    assert code == 0, err
+    assert doc is not None and doc["tasks"] == []
+    assert "environment 'lanes' has no tasks: none is defined in lanes.envs" in caplog.text
+
+
 def test_usage_and_configuration_errors(
     built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
