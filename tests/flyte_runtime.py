@@ -111,6 +111,12 @@ def task_of(module, function):
 def deploy():
     flyte.init(endpoint="dns:///127.0.0.1:9", insecure=True, root_dir=pathlib.Path(job["root"]),
                images=job["images"], project=job["project"], domain=job["domain"], org=job["org"])
+    if job.get("recursive"):
+        # What `flyte deploy --recursive ROOT` imports: every module under the root.
+        from flyte._utils.module_loader import load_python_modules
+
+        _, failed = load_python_modules(pathlib.Path(job["root"]), pathlib.Path(job["root"]), recursive=True)
+        assert not failed or job["ignore_load_errors"], failed
     envs = []
     for ref in job["envs"]:
         module, _, attribute = ref.partition(":")
@@ -229,13 +235,18 @@ def dry_run_tasks(
     mode: str,
     scratch: Path,
     images: Mapping[str, str] | None = None,
+    recursive: bool = False,
+    ignore_load_errors: bool = False,
 ) -> list[TaskSpec]:
     """The tasks of ``envs`` (``module:attribute``, imported from ``root``) as ``flyte.deploy(...,
     dry_run=True)`` registers them with ``image`` for ``auto`` environments (and ``images`` for
     ``Image.from_ref_name(name)``): ``mode`` ``"fast"`` (``copy_style="loaded_modules"``, flyte's
-    default; args with ``--tgz``) or ``"full"`` (``copy_style="none"``)."""
+    default; args with ``--tgz``) or ``"full"`` (``copy_style="none"``). ``recursive``: first import
+    every module under ``root`` with flyte's own loader, as ``flyte deploy --recursive`` does (with
+    ``ignore_load_errors``, as ``--ignore-load-errors`` does)."""
     job = {"root": str(root), "envs": list(envs), "images": {"default": image, **(images or {})},
-           "version": version, "mode": mode, "project": PROJECT, "domain": DOMAIN, "org": ORG}  # fmt: skip
+           "version": version, "mode": mode, "project": PROJECT, "domain": DOMAIN, "org": ORG,
+           "recursive": recursive, "ignore_load_errors": ignore_load_errors}  # fmt: skip
     return [
         TaskSpec(t["env"], t["task"], t["version"], t["image"], tuple(t["args"]), t["environment"])
         for t in _flyte("deploy", job, scratch)

@@ -415,6 +415,7 @@ def test_dry_run_registers_what_flyte_deploy_would(
         version=doc["version"],
         mode="fast",
         scratch=tmp_path / "oracle",
+        recursive=True,
     )
     theirs = [{"env": t.env, "task": t.task, "image": t.image, "args": list(t.args)} for t in specs]
     ours = [{**t, "args": without_bundle_uri(t["args"])} for t in doc["tasks"]]
@@ -624,29 +625,54 @@ def test_images_that_read_project_files_are_named_as_flyte_names_them(
     assert "inside its project (PROJECT/dist)" in err
 
 
-def test_an_environment_without_tasks_is_named(
+def test_tasks_in_modules_that_import_the_environment_are_registered(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The task lives in a module the environment's module never imports: nothing registers it.
+    """The manifest names the environment's module; its tasks may live in modules that import it
+    (directly, relatively, through the package): they are registered as `flyte deploy --recursive`
+    registers them. A tests/ module beside them is not imported; an environment with no task at all
+    is named in a warning."""
     files = {
         **{k: v for k, v in UV_IMAGE.items() if not k.startswith("src/")},
-        "src/lanes/__init__.py": "",
-        "src/lanes/envs.py": "import flyte\n\nenv = flyte.TaskEnvironment(name='lanes')\n",
+        "src/lanes/__init__.py": "from lanes.envs import env as env\n",
+        "src/lanes/envs.py": """\
+            import flyte
+
+            env = flyte.TaskEnvironment(name="lanes")
+            idle = flyte.TaskEnvironment(name="idle")
+        """,
         "src/lanes/jobs.py": """\
-            from lanes.envs import env
+            from .envs import env
 
 
             @env.task
             async def merge(a: int, b: int) -> int:
                 return a + b
         """,
+        "src/lanes/more/steps.py": """\
+            from lanes import env
+            from lanes.jobs import merge
+
+
+            @env.task
+            async def twice(a: int) -> int:
+                return await merge(a, a)
+        """,
+        "src/lanes/tests/test_jobs.py": "import pytest_not_installed\nfrom lanes.jobs import merge\n",
     }
     project = write_project(tmp_path / "lanes", files)
     build_artifacts(load_project(project), project / "dist", ["bundle"])
     code, doc, err = deploy_json([str(project / "dist"), "--dry-run", "--image", IMAGE], capsys)
     assert code == 0, err
-    assert doc is not None and doc["tasks"] == []
-    assert "environment 'lanes' has no tasks: none is defined in lanes.envs" in caplog.text
+    assert doc is not None
+    refs = [f"{e['module']}:{e['attribute']}" for e in manifest(project / "dist")["environments"]]
+    specs = dry_run_tasks(
+        project / "src", refs, image=IMAGE, version=doc["version"], mode="fast", scratch=tmp_path / "oracle",
+        recursive=True, ignore_load_errors=True,  # the tests/ module fails under flyte too
+    )  # fmt: skip
+    assert sorted(t.task for t in specs) == ["lanes.merge", "lanes.twice"]
+    assert [t["task"] for t in doc["tasks"]] == ["lanes.merge", "lanes.twice"]
+    assert "environment 'idle' has no tasks" in caplog.text
 
 
 def test_usage_and_configuration_errors(

@@ -134,12 +134,9 @@ def deploy(
     with_tasks = {t.env for t in registration.tasks}
     for spec in target.environments:
         if spec.name is not None and spec.name not in with_tasks:
-            # flyte's `deploy --recursive` imports every module; this deploy imports the
-            # environments' own modules (and what they import), as `flyte deploy FILE ENV` does.
             log.warning(
-                "environment %r has no tasks: none is defined in %s or in the modules it imports. "
-                "Tasks defined in other modules are registered only when the environment's module "
-                "(or a module it imports) imports them",
+                "environment %r has no tasks: none is defined in %s, in what it imports, or in the "
+                "build's modules that import it",
                 spec.name,
                 spec.module,
             )

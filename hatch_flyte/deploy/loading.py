@@ -16,6 +16,7 @@ deploy in a long-lived process neither sees stale code nor leaves its own behind
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import importlib.abc
@@ -273,7 +274,10 @@ def environments(root: CodeRoot, specs: tuple[EnvironmentSpec, ...], manifest: P
     sys.path.insert(0, entry)  # extension modules and namespace packages, through the usual finders
     importlib.invalidate_caches()
     try:
-        yield [_load(spec, root.path, manifest) for spec in specs]
+        loaded = [_load(spec, root.path, manifest) for spec in specs]
+        for name, importer in _task_modules(root, {spec.module for spec in specs}):
+            _load_tasks(name, importer, manifest)
+        yield loaded
     finally:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(finder)
@@ -284,6 +288,79 @@ def environments(root: CodeRoot, specs: tuple[EnvironmentSpec, ...], manifest: P
                 del sys.modules[name]
         sys.modules.update(aside)
         importlib.invalidate_caches()
+
+
+def _task_modules(root: CodeRoot, env_modules: set[str]) -> list[tuple[str, str]]:
+    """The build's modules that import an environment's module, directly or through another such
+    module (``jobs.py``: ``from pkg.envs import env``, then ``@env.task``), as ``(module, what it
+    imports)``: flyte's ``deploy --recursive`` would import them, and their tasks with them."""
+    # Not tests: they import the code under test, and what they import (pytest) is not deployed.
+    modules = {module: n for n in root.sources if not _is_test(module := _module_name(n))}
+    related = set(env_modules)
+    found: dict[str, str] = {}
+    while True:
+        words = {m.rpartition(".")[2].encode() for m in related}
+        added = False
+        for module, name in sorted(modules.items()):
+            if module in related:
+                continue
+            source = root.source(name) or b""
+            if not any(w in source for w in words):
+                continue  # cheap: most modules name none of them
+            hit = next((i for i in _imports(source, module, name) if i in related), None)
+            if hit is not None:
+                related.add(module)
+                found[module] = hit
+                added = True
+        if not added:
+            return sorted(found.items())
+
+
+_NOT_TASKS = frozenset({"tests", "test", "testing", "conftest", "docs", "doc", "benchmarks", "setup"})
+
+
+def _is_test(module: str) -> bool:
+    parts = module.split(".")
+    last = parts[-1]
+    return bool(_NOT_TASKS.intersection(parts)) or last.startswith("test_") or last.endswith("_test")
+
+
+def _module_name(name: str) -> str:
+    parts = PurePosixPath(name).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(source: bytes, module: str, name: str) -> Iterator[str]:
+    """The absolute names a module's import statements name (``from . import x``: ``pkg.x`` too)."""
+    try:
+        tree = ast.parse(source, filename=name)
+    except (SyntaxError, ValueError):
+        return
+    package = module if name.endswith("/__init__.py") else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".") if package else []
+                if node.level - 1 > len(parts):
+                    continue
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join([*parts, *([base] if base else [])])
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names if base)
+
+
+def _load_tasks(module: str, imports: str, manifest: Path) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception as e:
+        raise DeployError(
+            f"{module} imports {imports}, an environment's module listed in {manifest}, so it may define "
+            f"tasks of that environment, and it does not load from the build: {type(e).__name__}: {e}. "
+            "Install the packages it imports here, as flyte's `deploy --recursive` needs them too"
+        ) from None
 
 
 def _load(spec: EnvironmentSpec, root: Path, manifest: Path) -> Any:
