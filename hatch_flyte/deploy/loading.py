@@ -24,6 +24,7 @@ import importlib.machinery
 import importlib.util
 import itertools
 import os
+import re
 import sys
 import tarfile
 import tempfile
@@ -275,7 +276,7 @@ def environments(root: CodeRoot, specs: tuple[EnvironmentSpec, ...], manifest: P
     importlib.invalidate_caches()
     try:
         loaded = [_load(spec, root.path, manifest) for spec in specs]
-        for name, importer in _task_modules(root, {spec.module for spec in specs}):
+        for name, importer in _task_modules(root, specs):
             _load_tasks(name, importer, manifest)
         yield loaded
     finally:
@@ -290,30 +291,69 @@ def environments(root: CodeRoot, specs: tuple[EnvironmentSpec, ...], manifest: P
         importlib.invalidate_caches()
 
 
-def _task_modules(root: CodeRoot, env_modules: set[str]) -> list[tuple[str, str]]:
-    """The build's modules that import an environment's module, directly or through another such
-    module (``jobs.py``: ``from pkg.envs import env``, then ``@env.task``), as ``(module, what it
-    imports)``: flyte's ``deploy --recursive`` would import them, and their tasks with them."""
-    # Not tests: they import the code under test, and what they import (pytest) is not deployed.
+def _task_modules(root: CodeRoot, specs: tuple[EnvironmentSpec, ...]) -> list[tuple[str, str]]:
+    """The build's modules that import an environment (its module, or the environment through a
+    package that re-exports it), directly or through another such module (``jobs.py``: ``from
+    .envs import env``, then ``@env.task``), as ``(module, what it imports)``: flyte's ``deploy
+    --recursive`` would import them, and their tasks with them. Tests are left out."""
     modules = {module: n for n in root.sources if not _is_test(module := _module_name(n))}
-    related = set(env_modules)
+    related = {spec.module for spec in specs}  # modules whose importers may define tasks
+    exported = {f"{spec.module}.{spec.attribute}" for spec in specs}  # names bound to an environment
     found: dict[str, str] = {}
     while True:
-        words = {m.rpartition(".")[2].encode() for m in related}
+        # The last part of each module path an import would spell (`from pkg.envs import env`,
+        # `from . import envs`, `from pkg import env` when pkg re-exports it).
+        words = {n.rpartition(".")[2] for n in related}
+        words |= {n.rpartition(".")[0].rpartition(".")[2] for n in exported}
+        needles = [w.encode() for w in sorted(words)]
+        alternatives = b"|".join(map(re.escape, needles))
+        word = re.compile(rb"\b(?:" + alternatives + rb")\b")
+        line = re.compile(rb"^[ \t]*(?:from|import)[ \t][^\n]*\b(?:" + alternatives + rb")\b", re.MULTILINE)
         added = False
         for module, name in sorted(modules.items()):
             if module in related:
                 continue
             source = root.source(name) or b""
-            if not any(w in source for w in words):
-                continue  # cheap: most modules name none of them
-            hit = next((i for i in _imports(source, module, name) if i in related), None)
+            # Cheap first, dearer after: the words, as words, on an import line (most modules
+            # name none of them); then the imports themselves.
+            if not any(n in source for n in needles) or not word.search(source) or not line.search(source):
+                continue
+            hit = None
+            for base, names in _imports(source, module, name):
+                for imported, bound in names:
+                    target = f"{base}.{imported}" if base else imported
+                    if base in related or target in related or target in exported:
+                        hit = hit or target
+                        if target in exported:
+                            exported.add(f"{module}.{bound}")  # a re-export: `from pkg import env`
             if hit is not None:
                 related.add(module)
                 found[module] = hit
                 added = True
         if not added:
             return sorted(found.items())
+
+
+def _imports(source: bytes, module: str, name: str) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """Each import statement of a module as ``(base, [(imported, bound name)])``: ``import a.b``
+    is ``("", [("a.b", "a")])``, ``from .x import y as z`` in ``pkg.m`` is ``("pkg.x", [("y", "z")])``."""
+    try:
+        tree = ast.parse(source, filename=name)
+    except (SyntaxError, ValueError):
+        return
+    package = module if name.endswith("/__init__.py") else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield "", [(a.name, a.asname or a.name.partition(".")[0]) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".") if package else []
+                if node.level - 1 > len(parts):
+                    continue
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join([*parts, *([base] if base else [])])
+            yield base, [(a.name, a.asname or a.name) for a in node.names]
 
 
 _NOT_TASKS = frozenset({"tests", "test", "testing", "conftest", "docs", "doc", "benchmarks", "setup"})
@@ -328,28 +368,6 @@ def _is_test(module: str) -> bool:
 def _module_name(name: str) -> str:
     parts = PurePosixPath(name).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _imports(source: bytes, module: str, name: str) -> Iterator[str]:
-    """The absolute names a module's import statements name (``from . import x``: ``pkg.x`` too)."""
-    try:
-        tree = ast.parse(source, filename=name)
-    except (SyntaxError, ValueError):
-        return
-    package = module if name.endswith("/__init__.py") else module.rpartition(".")[0]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".") if package else []
-                if node.level - 1 > len(parts):
-                    continue
-                parts = parts[: len(parts) - (node.level - 1)]
-                base = ".".join([*parts, *([base] if base else [])])
-            yield base
-            yield from (f"{base}.{alias.name}" for alias in node.names if base)
 
 
 def _load_tasks(module: str, imports: str, manifest: Path) -> None:
