@@ -20,6 +20,7 @@ from hatch_flyte.bundle.archive import digest_files
 from hatch_flyte.bundle.ignore import IgnoreRules
 from hatch_flyte.bundle.selection import Selection, select_files
 from hatch_flyte.discovery import DiscoveryResult, Environment, discover, loaded_module_files
+from hatch_flyte.discovery.importers import importers, module_name
 from hatch_flyte.errors import BundleError, DiscoveryError, HatchFlyteError, ImageError
 from hatch_flyte.manifest import make_manifest
 from hatch_flyte.project import Project, WorkspaceRootError, load_project
@@ -86,7 +87,7 @@ class Session:
         """The bundle's options as ``copy-style`` says (None for "none"), with the environments'
         ``include`` paths (see :func:`project_bundle_options`)."""
         discovery = self.discovery if self.project.has_pyproject else None  # a plain directory has none
-        return project_bundle_options(self.project, self.base_options, discovery)
+        return project_bundle_options(self.project, self.base_options, discovery, self.walked[0])
 
     @cached_property
     def selected(self) -> tuple[Selection, tuple[str, ...]] | None:
@@ -236,12 +237,17 @@ def with_environment_includes(
 
 
 def project_bundle_options(
-    project: Project, options: BundleOptions, discovery: DiscoveryResult | None = None
+    project: Project,
+    options: BundleOptions,
+    discovery: DiscoveryResult | None = None,
+    files: Selection | None = None,
 ) -> BundleOptions | None:
     """What the project's bundle holds, as ``tool.flyte.bundle.copy-style`` says; None for "none".
 
     The environments' ``include`` paths are added (when ``discovery`` is known). For
-    "loaded-modules" the environments' modules are imported (one subprocess, see
+    "loaded-modules" the environments' modules, and the root's modules that import them (where
+    their tasks may be defined, see :mod:`hatch_flyte.discovery.importers`; among ``files``, the
+    walked root, else the root walked here), are imported (one subprocess, see
     :func:`hatch_flyte.discovery.loaded_module_files`) and the files they load are the bundle's.
     """
     style = project.config.bundle.copy_style
@@ -270,8 +276,22 @@ def project_bundle_options(
                 f"environments' modules load, but no environment was found under {project.root_dir}; "
                 'add one, list them in `tool.flyte.environments`, or set copy-style = "all"'
             )
+        if files is None:
+            rules = IgnoreRules.for_root(project.root_dir, options.ignores, options.keep_default_ignores)
+            files = select_files(project.root_dir, rules)
+        sources = {module_name(f.arcname): f.path for f in files.files if f.arcname.endswith(".py")}
+        found = importers(sources, _read, ((e.module, e.attribute) for e in discovery.environments))
+        modules += tuple(module for module, _ in found if module not in modules)
         options = replace(options, modules=loaded_module_files(project, modules))
     return options
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None  # the bundle reports it, with its name
 
 
 NO_BUNDLE = 'copy-style = "none": no code bundle is made (the image carries the code)'

@@ -188,16 +188,46 @@ def src_project(base: Path) -> tuple[Path, LoadedJob]:
     return project, LoadedJob(src, base / "flyte-src", ("lmsrc.flows.base", "lmsrc.flows.etl"))
 
 
+def tasks_apart_project(base: Path) -> tuple[Path, LoadedJob]:
+    """The environment in one module, its tasks in another that imports it (relatively), a helper
+    only that one imports, a module nothing imports, and a test inside the package."""
+    project = base / "tasks-apart"
+    src = project / "src"
+    pyproject(project, "lmapart", '[tool.flyte.bundle]\ncopy-style = "loaded-modules"\n')
+    write(src / "lmapart/__init__.py")
+    write(src / "lmapart/envs.py", "import flyte\n\nenv = flyte.TaskEnvironment(name='lm-apart')\n")
+    write(
+        src / "lmapart/jobs.py",
+        """
+        from lmapart.helpers import double
+
+        from .envs import env
+
+
+        @env.task
+        async def twice(x: int) -> int:
+            return double(x)
+        """,
+    )
+    write(src / "lmapart/helpers.py", "def double(x: int) -> int:\n    return 2 * x\n")
+    write(src / "lmapart/unused.py", "VALUE = 1\n")
+    write(src / "lmapart/tests/__init__.py")
+    write(src / "lmapart/tests/test_jobs.py", "from lmapart.jobs import twice\n")
+    # What `flyte deploy src/lmapart/jobs.py` imports: the module with the tasks, and what it loads.
+    return project, LoadedJob(src, base / "flyte-apart", ("lmapart.jobs",))
+
+
 @pytest.fixture(scope="module")
 def projects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, FlyteBundle]]:
     base = tmp_path_factory.mktemp("copy-style")
     flat, flat_job = flat_project(base)
     srcp, src_job = src_project(base)
-    expected = flyte_loaded_bundles([flat_job, src_job], base / "oracle")
-    return {"flat": (flat, expected[0]), "src": (srcp, expected[1])}
+    apart, apart_job = tasks_apart_project(base)
+    expected = flyte_loaded_bundles([flat_job, src_job, apart_job], base / "oracle")
+    return {"flat": (flat, expected[0]), "src": (srcp, expected[1]), "tasks-apart": (apart, expected[2])}
 
 
-@pytest.mark.parametrize("name", ["flat", "src"])
+@pytest.mark.parametrize("name", ["flat", "src", "tasks-apart"])
 def test_loaded_modules_bundle_is_flytes(
     projects: dict[str, tuple[Path, FlyteBundle]], name: str, tmp_path: Path
 ) -> None:

@@ -16,7 +16,6 @@ deploy in a long-lived process neither sees stale code nor leaves its own behind
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import importlib
 import importlib.abc
@@ -24,7 +23,6 @@ import importlib.machinery
 import importlib.util
 import itertools
 import os
-import re
 import sys
 import tarfile
 import tempfile
@@ -36,6 +34,7 @@ from types import ModuleType
 from typing import IO, Any
 
 from hatch_flyte.deploy.target import EnvironmentSpec, Target
+from hatch_flyte.discovery.importers import importers, module_name
 from hatch_flyte.errors import DeployError
 
 try:
@@ -276,7 +275,9 @@ def environments(root: CodeRoot, specs: tuple[EnvironmentSpec, ...], manifest: P
     importlib.invalidate_caches()
     try:
         loaded = [_load(spec, root.path, manifest) for spec in specs]
-        for name, importer in _task_modules(root, specs):
+        sources = {module_name(n): n for n in root.sources}
+        environments_at = [(spec.module, spec.attribute) for spec in specs]
+        for name, importer in importers(sources, root.source, environments_at):
             _load_tasks(name, importer, manifest)
         yield loaded
     finally:
@@ -289,85 +290,6 @@ def environments(root: CodeRoot, specs: tuple[EnvironmentSpec, ...], manifest: P
                 del sys.modules[name]
         sys.modules.update(aside)
         importlib.invalidate_caches()
-
-
-def _task_modules(root: CodeRoot, specs: tuple[EnvironmentSpec, ...]) -> list[tuple[str, str]]:
-    """The build's modules that import an environment (its module, or the environment through a
-    package that re-exports it), directly or through another such module (``jobs.py``: ``from
-    .envs import env``, then ``@env.task``), as ``(module, what it imports)``: flyte's ``deploy
-    --recursive`` would import them, and their tasks with them. Tests are left out."""
-    modules = {module: n for n in root.sources if not _is_test(module := _module_name(n))}
-    related = {spec.module for spec in specs}  # modules whose importers may define tasks
-    exported = {f"{spec.module}.{spec.attribute}" for spec in specs}  # names bound to an environment
-    found: dict[str, str] = {}
-    while True:
-        # The last part of each module path an import would spell (`from pkg.envs import env`,
-        # `from . import envs`, `from pkg import env` when pkg re-exports it).
-        words = {n.rpartition(".")[2] for n in related}
-        words |= {n.rpartition(".")[0].rpartition(".")[2] for n in exported}
-        needles = [w.encode() for w in sorted(words)]
-        alternatives = b"|".join(map(re.escape, needles))
-        word = re.compile(rb"\b(?:" + alternatives + rb")\b")
-        line = re.compile(rb"^[ \t]*(?:from|import)[ \t][^\n]*\b(?:" + alternatives + rb")\b", re.MULTILINE)
-        added = False
-        for module, name in sorted(modules.items()):
-            if module in related:
-                continue
-            source = root.source(name) or b""
-            # Cheap first, dearer after: the words, as words, on an import line (most modules
-            # name none of them); then the imports themselves.
-            if not any(n in source for n in needles) or not word.search(source) or not line.search(source):
-                continue
-            hit = None
-            for base, names in _imports(source, module, name):
-                for imported, bound in names:
-                    target = f"{base}.{imported}" if base else imported
-                    if base in related or target in related or target in exported:
-                        hit = hit or target
-                        if target in exported:
-                            exported.add(f"{module}.{bound}")  # a re-export: `from pkg import env`
-            if hit is not None:
-                related.add(module)
-                found[module] = hit
-                added = True
-        if not added:
-            return sorted(found.items())
-
-
-def _imports(source: bytes, module: str, name: str) -> Iterator[tuple[str, list[tuple[str, str]]]]:
-    """Each import statement of a module as ``(base, [(imported, bound name)])``: ``import a.b``
-    is ``("", [("a.b", "a")])``, ``from .x import y as z`` in ``pkg.m`` is ``("pkg.x", [("y", "z")])``."""
-    try:
-        tree = ast.parse(source, filename=name)
-    except (SyntaxError, ValueError):
-        return
-    package = module if name.endswith("/__init__.py") else module.rpartition(".")[0]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield "", [(a.name, a.asname or a.name.partition(".")[0]) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".") if package else []
-                if node.level - 1 > len(parts):
-                    continue
-                parts = parts[: len(parts) - (node.level - 1)]
-                base = ".".join([*parts, *([base] if base else [])])
-            yield base, [(a.name, a.asname or a.name) for a in node.names]
-
-
-_NOT_TASKS = frozenset({"tests", "test", "testing", "conftest", "docs", "doc", "benchmarks", "setup"})
-
-
-def _is_test(module: str) -> bool:
-    parts = module.split(".")
-    last = parts[-1]
-    return bool(_NOT_TASKS.intersection(parts)) or last.startswith("test_") or last.endswith("_test")
-
-
-def _module_name(name: str) -> str:
-    parts = PurePosixPath(name).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _load_tasks(module: str, imports: str, manifest: Path) -> None:
