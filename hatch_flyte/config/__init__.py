@@ -56,6 +56,7 @@ __all__ = [
     "SecretsPolicy",
     "flag_choices",
     "flags_for",
+    "is_path_flag",
     "load_config",
     "load_toml",
     "parse_builder_options",
@@ -149,6 +150,11 @@ def flag_choices(flag: Flag) -> tuple[str, ...] | None:
     return tuple(args) if args else None
 
 
+def is_path_flag(flag: Flag) -> bool:
+    """Whether a flag's key is a path (given on the command line relative to the current directory)."""
+    return shape_at(FlyteConfig, flag.key).marker(ProjectPath) is not None
+
+
 @dataclass(frozen=True)
 class Override:
     """A ``[tool.flyte]`` key set for one run from outside pyproject.toml (a command-line flag)."""
@@ -162,7 +168,7 @@ class Override:
     @classmethod
     def from_flag(cls, flag: Flag, value: Any) -> Override:
         """The override a flag's value makes; a path is taken relative to the current directory."""
-        if isinstance(value, str) and shape_at(FlyteConfig, flag.key).marker(ProjectPath) is not None:
+        if is_path_flag(flag) and isinstance(value, str) and value.strip():
             value = os.path.abspath(value)
         return cls(flag.key, value, flag.flag)
 

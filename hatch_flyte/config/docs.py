@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from hatch_flyte.config.convert import Shape, fields_of, shape_at
+from hatch_flyte.config import is_path_flag
+from hatch_flyte.config.convert import Shape, fields_of
 from hatch_flyte.config.fields import DEFAULT_DOC, DOC, TYPE_DOC, Pattern, ProjectPath
 from hatch_flyte.config.model import (
     FLAGS,
@@ -88,7 +89,7 @@ def flags_table() -> str:
         if flag.const is not None:
             sets += f" = {_toml(flag.const)}"
         note = ""
-        if shape_at(FlyteConfig, flag.key).marker(ProjectPath) is not None:
+        if is_path_flag(flag):
             note = " (a path from the current directory)"
         commands = ", ".join(f"`{c}`" for c in flag.commands)
         rows.append(f"| `{flag.flag}` | {commands} | `{sets}`{note} |")

@@ -20,7 +20,7 @@ from hatch_flyte import __version__
 from hatch_flyte.atomic import Interrupted, interruptible
 from hatch_flyte.bundle import Bundle, BundleOptions
 from hatch_flyte.bundle.archive import bundle_name
-from hatch_flyte.config import Override, flag_choices, flags_for
+from hatch_flyte.config import Override, flag_choices, flags_for, is_path_flag
 from hatch_flyte.errors import HatchFlyteError
 from hatch_flyte.pipeline import (
     NO_BUNDLE,
@@ -149,7 +149,10 @@ def _add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
                 flag.flag, dest=flag.key, action="store_const", const=flag.const, help=flag.help
             )
         else:
-            parser.add_argument(flag.flag, dest=flag.key, choices=flag_choices(flag), help=flag.help)
+            metavar = "DIR" if is_path_flag(flag) else None
+            parser.add_argument(
+                flag.flag, dest=flag.key, choices=flag_choices(flag), metavar=metavar, help=flag.help
+            )
 
 
 def _load(args: argparse.Namespace) -> Project:
