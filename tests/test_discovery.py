@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -585,6 +586,24 @@ def test_import_discovery_without_flyte(tmp_path: Path) -> None:
     with pytest.raises(DiscoveryError, match=r"install flyte.*discovery = \"static\"") as info:
         discover(using(project, "import", python=str(python)))
     assert "flyte is not installed here" in str(info.value)
+
+
+def test_without_flyte_the_projects_own_venv_is_suggested(tmp_path: Path) -> None:
+    # Under `hatch build` the running interpreter is the build environment's, without flyte; a
+    # project with a .venv (uv's, hatch's) is told the setting that points there.
+    fake = tmp_path / "fake_site"
+    fake.mkdir()
+    (fake / "flyte.py").write_text("raise ImportError('flyte is not installed here')\n")
+    files = {"src/shop/__init__.py": "", ".venv/bin/python": ""}
+    project = make_project(tmp_path, files, flyte='discovery = "import"')
+    proc = subprocess.run(
+        [sys.executable, "-m", "hatch_flyte.frontends.cli", "inspect", str(project.directory)],
+        env={**os.environ, "PYTHONPATH": str(fake)}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "flyte is not installed here" in proc.stderr
+    suggestion = '(the project has one: `python = ".venv/bin/python"` under [tool.flyte])'
+    assert f"an interpreter that has it {suggestion}" in proc.stderr
 
 
 def test_import_discovery_bad_interpreter(tmp_path: Path) -> None:

@@ -248,6 +248,14 @@ class _ImportDiscovery:
             )
         return found
 
+    def _project_venv(self) -> str | None:
+        """The project's own virtual environment's Python (uv's and hatch's `.venv`), as written
+        in pyproject.toml, when it exists."""
+        for rel in (".venv/bin/python", ".venv/Scripts/python.exe"):
+            if (self.project.directory / rel).is_file():
+                return rel
+        return None
+
     def probe(self, request: Mapping[str, Any]) -> dict[str, Any]:
         python = self.python()
         source = importlib_resources.files("hatch_flyte.discovery").joinpath("probe.py").read_text("utf-8")
@@ -292,11 +300,17 @@ class _ImportDiscovery:
                 f"Fix the error above, or {self.fallback}"
             ) from None
         if answer.get("error") == "flyte":
+            venv = self._project_venv()
+            suggestion = (
+                f' (the project has one: `python = "{venv}"` under [tool.flyte])'
+                if venv is not None and self.project.config.python is None
+                else ""
+            )
             raise DiscoveryError(
                 f"{self.purpose} needs flyte in the interpreter that imports the project ({python}), "
                 f"but `import flyte` fails there: {answer.get('message')}. Install flyte into that "
                 f"environment ({python} -m pip install flyte), point `tool.flyte.python` at an interpreter "
-                f"that has it, or {self.fallback}"
+                f"that has it{suggestion}, or {self.fallback}"
             )
         return answer
 
