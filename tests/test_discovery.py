@@ -495,6 +495,27 @@ def test_static_reads_only_modules_that_may_create_environments(tmp_path: Path) 
     }
 
 
+def test_static_skips_modules_that_name_environments_only_in_prose(tmp_path: Path) -> None:
+    """A class name in comments, docstrings and messages makes nothing: such a module is not
+    parsed (this one would not parse), whereas one name in code is enough."""
+    prose = (
+        '"""Builds a flyte.TaskEnvironment for the docs."""\n'
+        "# env = flyte.TaskEnvironment(name='commented')\n"
+        "MESSAGE = 'TaskEnvironment missing'  # see TaskEnvironment\n"
+        "def broken(:\n"
+    )
+    code = (
+        "import flyte\n'''TaskEnvironment'''\nenv = flyte.TaskEnvironment(name='code')  # TaskEnvironment\n"
+    )
+    project = make_project(
+        tmp_path, {"src/shop/__init__.py": "", "src/shop/prose.py": prose, "src/shop/real.py": code}
+    )
+    assert [e.ref for e in discover(project).environments] == ["shop.real:env"]
+    (tmp_path / "src/shop/prose.py").write_text(prose + "x = flyte.TaskEnvironment\n")
+    with pytest.raises(DiscoveryError, match=r"shop/prose\.py:4"):
+        discover(project)
+
+
 DUPLICATES = {
     "src/shop/__init__.py": "",
     "src/shop/a.py": "import flyte\n\nfirst = flyte.TaskEnvironment(name='same')\n",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from hatch_flyte.discovery.lexical import any_in_code
 from hatch_flyte.discovery.model import (
     ENVIRONMENT_CLASSES,
     DependencyEnvironment,
@@ -207,7 +208,7 @@ class _Static:
         self.generation = 0
         self._words: tuple[int, re.Pattern[bytes]] = (-1, re.compile(b"^$"))
         self._needles: list[bytes] = []
-        #: Sources read by :meth:`analyze_all` and not parsed yet.
+        #: The source :meth:`analyze_all` read for the module it is about to analyse.
         self.sources: dict[str, bytes] = {}
 
     def is_module(self, name: str) -> bool:
@@ -231,6 +232,13 @@ class _Static:
         if not any(t in source for t in self._needles):
             return False
         return self._words[1].search(source) is not None
+
+    def code_names_trigger(self, source: bytes) -> bool:
+        """Whether ``source`` names a trigger outside comments and string literals (only a name in
+        code can make an environment): :meth:`names_trigger`, then the lexer for the words found."""
+        if not self.names_trigger(source):
+            return False
+        return any_in_code(source, (m.start() for m in self._words[1].finditer(source)))
 
     def statement_may_create(self, state: _ModuleState, node: ast.AST) -> bool:
         """Whether the source lines of ``node`` name a trigger (the module as a whole does)."""
@@ -256,9 +264,11 @@ class _Static:
     def analyze_all(self, modules: Sequence[_ModuleFile]) -> None:
         """Analyse the modules that may create environments, and what they import.
 
-        A module whose source names no trigger creates nothing: it is parsed only when a module
-        that is analysed imports it. Each round's new environment classes can make more modules
-        count, so the rest are looked at again until none is added.
+        A module whose code names no trigger (outside its comments and string literals) creates
+        nothing: it is parsed only when a module that is analysed imports it. Each round's new
+        environment classes can make more modules count, so the rest are read and looked at again
+        until none is added (rarely: a project's own alias of a class); their sources are not kept
+        meanwhile, which would hold the whole tree in memory.
         """
         pending = list(modules)
         while pending:
@@ -267,11 +277,11 @@ class _Static:
             for module in pending:
                 if module.name in self.states:
                     continue
-                source = self.sources.get(module.name)
-                if source is None:
-                    source = self.sources[module.name] = _read(module)
-                if self.names_trigger(source):
+                source = _read(module)
+                if self.code_names_trigger(source):
+                    self.sources[module.name] = source
                     self.analyze(module.name)
+                    self.sources.pop(module.name, None)  # its package imported it first
                 else:
                     later.append(module)
             if self.generation == generation:
@@ -952,7 +962,7 @@ def _not_imported(index: Mapping[str, _ModuleFile], skipped: Sequence[_ModuleFil
         state = _ModuleState(module.name, module)
         try:
             source = _read(module)
-            if not static.names_trigger(source):
+            if not static.code_names_trigger(source):
                 continue
             state.source, tree = _parse(module, source)
             _ModuleRun(static, state).run(tree.body)
