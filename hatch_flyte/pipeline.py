@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -202,6 +201,8 @@ def outside_wheel_message(envs: Sequence[Environment], wheel: str) -> str:
 
 def wheel_top_level(wheel: Path) -> set[str]:
     """Top-level packages and modules of a wheel file."""
+    import zipfile  # only builds that make a wheel read one
+
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
     tops = {n.split("/", 1)[0] for n in names}

@@ -44,7 +44,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hatch_flyte.bundle.selection import Selection
-from hatch_flyte.discovery.importing import _ImportDiscovery, _LoadedModules
 from hatch_flyte.discovery.model import (
     ENVIRONMENT_CLASSES,
     DependencyEnvironment,
@@ -85,6 +84,9 @@ def discover(
     not_modules = _under(skipped, root, modules_root)
     dependencies = _dependency_indexes(project, set(index))
     if project.config.discovery == "import":
+        # Imported here: a static discovery (the default) never needs the subprocess machinery.
+        from hatch_flyte.discovery.importing import _ImportDiscovery
+
         return _ImportDiscovery(project, root, index, dependencies).run(selected, explicit, not_modules)
     return _static(project, root, index, selected, explicit, not_modules, dependencies)
 
@@ -98,4 +100,6 @@ def loaded_module_files(project: Project, modules: Sequence[str]) -> tuple[Path,
     module that fails to import, or an installed copy of the project that shadows the root, is a
     :class:`~hatch_flyte.errors.DiscoveryError`.
     """
+    from hatch_flyte.discovery.importing import _LoadedModules
+
     return _LoadedModules(project, project.root_dir.resolve(), {}).loaded_files(modules)

@@ -133,12 +133,12 @@ class _ImportDiscovery:
         return _result(envs, unresolved, "import", self.depended_on(envs))
 
     def request(self, modules: Sequence[_ModuleFile], refs: Sequence[str] | None) -> dict[str, Any]:
-        foreign = [str(m.path) for d in self.dependencies for m in d.modules.values()]
+        foreign = [m.file for d in self.dependencies for m in d.modules.values()]
         return {
             "root": str(self.root),
             "paths": [str(d.root) for d in self.dependencies],
-            "modules": [[m.name, str(m.path)] for m in modules],
-            "files": [str(m.path) for m in self.index.values()] + foreign,
+            "modules": [[m.name, m.file] for m in modules],
+            "files": [m.file for m in self.index.values()] + foreign,
             "refs": list(refs) if refs is not None else None,
         }
 

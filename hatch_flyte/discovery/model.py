@@ -274,8 +274,9 @@ class _ModuleFile:
     name: str
     #: POSIX path relative to the root.
     rel: str
-    #: Absolute path under the root, as walked (not resolved).
-    path: Path
+    #: Absolute path under the root, as walked (not resolved); a string, as the walk gives it:
+    #: a ``Path`` for each of a large tree's modules costs more than reading most of them.
+    file: str
     #: Why a ``.py`` file is not imported as a module (then ``name`` is its path).
     skipped: str | None = None
 
@@ -311,18 +312,18 @@ def _module_index(
             continue  # the root's own __init__.py is not a module flyte imports
         if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
             why = "is not importable: its path is not a dotted Python module name; rename it"
-            skipped.append(_ModuleFile(item.arcname, item.arcname, Path(item.path), why))
+            skipped.append(_ModuleFile(item.arcname, item.arcname, item.path, why))
             continue
         if parts[-1] == "__main__" or parts == ["setup"]:
             # Programs, not modules: importing them runs them (a CLI, setuptools.setup()).
             why = "is a program that discovery does not import; move the environment to a module"
-            skipped.append(_ModuleFile(item.arcname, item.arcname, Path(item.path), why))
+            skipped.append(_ModuleFile(item.arcname, item.arcname, item.path, why))
             continue
         name = ".".join(parts)
         # A package (pkg/__init__.py) shadows a module of the same name (pkg.py), as in Python.
         if name in index and not item.arcname.endswith("__init__.py"):
             continue
-        index[name] = _ModuleFile(name, item.arcname, Path(item.path))
+        index[name] = _ModuleFile(name, item.arcname, item.path)
     for module in skipped:
         log.debug("not a module to import: %s %s", module.rel, module.skipped)
     return index, skipped

@@ -335,7 +335,9 @@ class _Static:
 
 def _read(module: _ModuleFile) -> bytes:
     try:
-        return module.path.read_bytes()
+        # Unbuffered: one read of the whole file, not a copy through a buffer (this reads every module).
+        with open(module.file, "rb", buffering=0) as f:
+            return f.readall()
     except OSError as e:
         raise DiscoveryError(
             f"{module.rel}: cannot read module `{module.name}`: {e}; make it a readable UTF-8 Python "
