@@ -48,6 +48,8 @@ _TYPE_CHECKING = frozenset({"typing.TYPE_CHECKING", "typing_extensions.TYPE_CHEC
 _VALID_NAME = re.compile(r"^[a-z0-9]+([_-][a-z0-9]+)*$")
 _IMPORT_HINT = 'or set discovery = "import" under [tool.flyte]'
 _DECORATOR = "in the decorator of"
+#: The bytes of a word as a bytes regular expression sees it (``\w``, ``\b``): ASCII only.
+_WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
 # --- static discovery: values --------------------------------------------------------------------
@@ -206,8 +208,7 @@ class _Static:
         self.triggers: set[bytes] = {b"clone_with", b"from_task", b"add_dependency"}
         self.triggers.update(q.rsplit(".", 1)[-1].encode() for q in ENVIRONMENT_CLASSES)
         self.generation = 0
-        self._words: tuple[int, re.Pattern[bytes]] = (-1, re.compile(b"^$"))
-        self._needles: list[bytes] = []
+        self._needles: tuple[int, list[bytes]] = (-1, [])
         #: The source :meth:`analyze_all` read for the module it is about to analyse.
         self.sources: dict[str, bytes] = {}
 
@@ -220,25 +221,39 @@ class _Static:
             self.triggers.add(key)
             self.generation += 1
 
-    def names_trigger(self, source: bytes) -> bool:
-        """Whether ``source`` names a trigger as a whole word (substring search first: most don't)."""
-        if self._words[0] != self.generation:
-            # A trigger that contains another (`TaskEnvironment`, `Environment`) needs no search.
+    def _trigger_words(self, source: bytes) -> Iterator[int]:
+        """Where ``source`` names a trigger as a whole word (its offsets, in no particular order).
+
+        Substring search first (most modules hold none), for the triggers that contain no other
+        (`Environment` stands for `TaskEnvironment` too); each hit counts when the whole word
+        around it (ASCII letters, digits and ``_``, as ``\\b`` in a bytes pattern sees it) is a
+        trigger: no regular expression runs over the source (``EnvironmentError`` is common).
+        """
+        generation, needles = self._needles
+        if generation != self.generation:
             needles = [t for t in self.triggers if not any(o != t and o in t for o in self.triggers)]
-            alternatives = b"|".join(re.escape(t) for t in sorted(self.triggers))
-            words = re.compile(rb"\b(?:" + alternatives + rb")\b")
-            self._words = (self.generation, words)
-            self._needles = needles
-        if not any(t in source for t in self._needles):
-            return False
-        return self._words[1].search(source) is not None
+            self._needles = (self.generation, needles)
+        for needle in needles:
+            at = source.find(needle)
+            while at >= 0:
+                start, end = at, at + len(needle)
+                while start and source[start - 1] in _WORD_BYTES:
+                    start -= 1
+                while end < len(source) and source[end] in _WORD_BYTES:
+                    end += 1
+                if source[start:end] in self.triggers:
+                    yield start
+                at = source.find(needle, at + 1)
+
+    def names_trigger(self, source: bytes) -> bool:
+        """Whether ``source`` names a trigger as a whole word."""
+        return next(self._trigger_words(source), None) is not None
 
     def code_names_trigger(self, source: bytes) -> bool:
         """Whether ``source`` names a trigger outside comments and string literals (only a name in
-        code can make an environment): :meth:`names_trigger`, then the lexer for the words found."""
-        if not self.names_trigger(source):
-            return False
-        return any_in_code(source, (m.start() for m in self._words[1].finditer(source)))
+        code can make an environment): the whole words found, then the lexer for them."""
+        found = sorted(set(self._trigger_words(source)))
+        return bool(found) and any_in_code(source, found)
 
     def statement_may_create(self, state: _ModuleState, node: ast.AST) -> bool:
         """Whether the source lines of ``node`` name a trigger (the module as a whole does)."""
