@@ -27,10 +27,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from hatch_flyte.bundle.listing import Listing, walk
+
+if TYPE_CHECKING:
+    import pathspec
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +335,11 @@ class IgnoreRules:
         listing = Listing()
         files = find_ignore_files(root, git_root, listing)
         flyteignores = [f for f in (FlyteIgnoreFile.read(p) for p in files if p.name == ".flyteignore") if f]
-        extra = pathspec.GitIgnoreSpec.from_lines(extra_patterns) if extra_patterns else None
+        extra = None
+        if extra_patterns:
+            import pathspec  # only for `tool.flyte.bundle.ignores`: most projects set none
+
+            extra = pathspec.GitIgnoreSpec.from_lines(extra_patterns)
         return cls(
             root=root,
             standard=StandardMatcher(STANDARD_PATTERNS) if keep_default_ignores else None,
