@@ -54,13 +54,15 @@ TRICKY = [
 def _offsets(source: bytes) -> tuple[set[int], set[int]]:
     """Byte offsets of the words that tokenize reads as NAMEs, and of ``Environment`` in comments
     and in string literals without an f (or t) prefix."""
-    text = source.decode("utf-8")
-    lines = text.splitlines(keepends=True)
+    # The lines as tokenize reads them (split at b"\n" only: str.splitlines also splits at form
+    # feeds), for its (row, column in characters) positions.
+    raw = io.BytesIO(source).readlines()
+    lines = [line.decode("utf-8") for line in raw]
     starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line.encode("utf-8")))
+    for line in raw:
+        starts.append(starts[-1] + len(line))
 
-    def offset(row: int, col: int) -> int:  # tokenize counts characters of the lines it split
+    def offset(row: int, col: int) -> int:
         return starts[row - 1] + len(lines[row - 1][:col].encode("utf-8"))
 
     names, prose = set(), set()
