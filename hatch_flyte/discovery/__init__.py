@@ -6,10 +6,11 @@ module-level name, as :class:`Environment` values, plus :class:`Unresolved` entr
 could not settle (never silently dropped).
 
 Static discovery (the default) parses the modules and imports nothing: no user code runs and
-flyte need not be installed. It parses only the modules whose source names an environment class
-(or a project alias of one), ``clone_with``, ``from_task`` or ``add_dependency``, and the modules
-those import: any other module cannot create an environment, and parsing every module of a large
-tree would cost seconds. It follows module-level assignments whose value is a call to one of
+flyte need not be installed. It parses only the modules whose code names an environment class
+(or a project alias of one), ``clone_with``, ``from_task`` or ``add_dependency`` (outside comments
+and string literals, see :mod:`hatch_flyte.discovery.lexical`), and the modules those import: any
+other module cannot create an environment, and parsing every module of a large tree would cost
+seconds. It follows module-level assignments whose value is a call to one of
 flyte's environment classes (:data:`ENVIRONMENT_CLASSES`), resolving names through each module's
 imports, ``clone_with``/``from_task``/``add_dependency``, and references across the project's
 modules; see :mod:`hatch_flyte.discovery.static`. Import discovery (``discovery = "import"``)
