@@ -18,6 +18,7 @@ from hatch_flyte.project import Project
 
 if TYPE_CHECKING:
     from hatch_flyte.bundle import Bundle
+    from hatch_flyte.discovery import Analysis
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "flyte-manifest.json"
@@ -54,9 +55,8 @@ def bundle_entry(bundle: Bundle) -> dict[str, Any]:
 
 def make_manifest(
     project: Project,
+    analysis: Analysis | None,
     *,
-    package: str | None,
-    discovery: Any | None = None,
     bundle: Bundle | None = None,
     wheel: Path | None = None,
     image: Mapping[str, Any] | None = None,
@@ -64,9 +64,8 @@ def make_manifest(
     name: str | None = None,
     version: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest document. ``discovery`` is a :class:`hatch_flyte.discovery.DiscoveryResult`.
-
-    ``name``/``version`` override the static ``[project]`` values (a build backend knows a
+    """The manifest document for what was analysed (None: nothing, as for a plain directory) and
+    built. ``name``/``version`` override the static ``[project]`` values (a build backend knows a
     dynamic version).
     """
     try:
@@ -77,6 +76,7 @@ def make_manifest(
     unresolved: list[Any] = []
     dependencies: list[Any] = []
     method = None
+    discovery = analysis.discovery if analysis is not None else None
     if discovery is not None:
         environments = sorted(
             (e.to_json() for e in discovery.environments),
@@ -89,7 +89,7 @@ def make_manifest(
         "schema_version": SCHEMA_VERSION,
         "hatch_flyte_version": __version__,
         "project": {"name": name or project.name, "version": version or project.version},
-        "package": package,
+        "package": analysis.package if analysis is not None else None,
         "root_dir": root_dir or ".",
         "discovery": method,
         "environments": environments,

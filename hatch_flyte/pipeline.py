@@ -18,7 +18,7 @@ from hatch_flyte.bundle import Bundle, BundleOptions, build, check_root, select
 from hatch_flyte.bundle.archive import digest_files
 from hatch_flyte.bundle.ignore import IgnoreRules
 from hatch_flyte.bundle.selection import Selection, select_files
-from hatch_flyte.discovery import DiscoveryResult, Environment, discover, loaded_module_files
+from hatch_flyte.discovery import Analysis, DiscoveryResult, Environment, discover, loaded_module_files
 from hatch_flyte.discovery.importers import importers, module_name
 from hatch_flyte.errors import BundleError, DiscoveryError, HatchFlyteError, ImageError
 from hatch_flyte.manifest import make_manifest
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
     from hatch_flyte.image import ImageResult
 
 log = logging.getLogger("hatch_flyte")
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """What a project holds: its import package (``None``: top-level modules) and its environments."""
-
-    package: str | None
-    discovery: DiscoveryResult
 
 
 class Session:
@@ -298,31 +290,6 @@ def _read(path: str) -> bytes | None:
 NO_BUNDLE = 'copy-style = "none": no code bundle is made (the image carries the code)'
 
 
-def manifest_for(
-    project: Project,
-    analysis: Analysis | None,
-    *,
-    bundle: Bundle | None = None,
-    wheel: Path | None = None,
-    image: Mapping[str, Any] | None = None,
-    artifacts: Iterable[Mapping[str, Any]] = (),
-    name: str | None = None,
-    version: str | None = None,
-) -> dict[str, Any]:
-    """The manifest document for what was analysed and built."""
-    return make_manifest(
-        project,
-        package=analysis.package if analysis else None,
-        discovery=analysis.discovery if analysis else None,
-        bundle=bundle,
-        wheel=wheel,
-        image=image,
-        artifacts=artifacts,
-        name=name,
-        version=version,
-    )
-
-
 TARGETS = ("wheel", "bundle", "image")
 
 
@@ -433,7 +400,7 @@ def build_artifacts(
         listed_wheel = wheel if "wheel" in wanted else None
 
         def manifest(image: ImageResult | None = None) -> Path:
-            doc = manifest_for(
+            doc = make_manifest(
                 project, analysis, bundle=bundle, wheel=listed_wheel, artifacts=artifacts, version=version,
                 image=image.to_json() if image is not None else None,
             )  # fmt: skip

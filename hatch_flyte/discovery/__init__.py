@@ -47,6 +47,7 @@ from pathlib import Path
 from hatch_flyte.bundle.selection import Selection
 from hatch_flyte.discovery.model import (
     ENVIRONMENT_CLASSES,
+    Analysis,
     DependencyEnvironment,
     DiscoveryResult,
     Environment,
@@ -60,6 +61,7 @@ from hatch_flyte.project import Project
 
 __all__ = [
     "ENVIRONMENT_CLASSES",
+    "Analysis",
     "DependencyEnvironment",
     "DiscoveryResult",
     "Environment",

@@ -207,6 +207,14 @@ class DiscoveryResult:
         )
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """What a project holds: its import package (``None``: top-level modules) and its environments."""
+
+    package: str | None
+    discovery: DiscoveryResult
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _json_value(value[k]) for k in sorted(value, key=str)}

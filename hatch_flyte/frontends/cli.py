@@ -21,16 +21,10 @@ from hatch_flyte.atomic import Interrupted, interruptible
 from hatch_flyte.bundle import Bundle, BundleOptions
 from hatch_flyte.bundle.archive import bundle_name
 from hatch_flyte.config import Override, flag_choices, flags_for, is_path_flag
+from hatch_flyte.discovery import Analysis
 from hatch_flyte.errors import HatchFlyteError
-from hatch_flyte.pipeline import (
-    NO_BUNDLE,
-    TARGETS,
-    Analysis,
-    Session,
-    build_artifacts,
-    manifest_for,
-    report,
-)
+from hatch_flyte.manifest import make_manifest
+from hatch_flyte.pipeline import NO_BUNDLE, TARGETS, Session, build_artifacts, report
 from hatch_flyte.project import Project, hatch_enablement_hint, load_project
 from hatch_flyte.report import human_size, progress, render_tree
 
@@ -220,7 +214,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     _hint(project)
     session = Session(project)
     analysis = session.analysis
-    manifest = manifest_for(project, analysis)
+    manifest = make_manifest(project, analysis)
     selection = session.selected[0] if session.selected is not None else None
     digest = session.digest() or ""  # shown only with a selection
     data = {

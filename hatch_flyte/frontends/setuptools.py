@@ -57,8 +57,8 @@ def _wrap_egg_info(base: type[Any]) -> type[Any]:
 
         def run(self) -> None:
             from hatch_flyte.errors import HatchFlyteError
-            from hatch_flyte.manifest import dumps
-            from hatch_flyte.pipeline import Session, entry_points, manifest_for
+            from hatch_flyte.manifest import dumps, make_manifest
+            from hatch_flyte.pipeline import Session, entry_points
             from hatch_flyte.project import load_project
 
             try:
@@ -70,7 +70,7 @@ def _wrap_egg_info(base: type[Any]) -> type[Any]:
                 raise SystemExit(f"hatch-flyte: error: {e}") from None
             _add_entry_points(self.distribution, entry_points(analysis.discovery))
             super().run()
-            manifest = manifest_for(
+            manifest = make_manifest(
                 project,
                 analysis,
                 name=self.distribution.get_name(),

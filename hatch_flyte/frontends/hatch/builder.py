@@ -20,10 +20,11 @@ from hatchling.builders.wheel import WheelBuilder
 from hatchling.metadata.core import ProjectMetadata
 
 from hatch_flyte.config import parse_builder_options
+from hatch_flyte.discovery import Analysis
 from hatch_flyte.errors import BuildError, HatchFlyteError
 from hatch_flyte.frontends.hatch.glue import app_logging, check_hatchling, sharing
-from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, write_manifest
-from hatch_flyte.pipeline import NO_BUNDLE, Analysis, Session, manifest_for
+from hatch_flyte.manifest import MANIFEST_NAME, artifact_entry, make_manifest, write_manifest
+from hatch_flyte.pipeline import NO_BUNDLE, Session
 from hatch_flyte.project import Project, load_project
 from hatch_flyte.report import human_size, render_tree
 
@@ -123,7 +124,7 @@ class FlyteBuilder(BuilderInterface):  # type: ignore[type-arg]
             state["artifacts"][kind] = (path, extra)
         bundle = state["artifacts"].get("bundle", (None, {}))[1].get("bundle")
         wheel = state["artifacts"].get("wheel", (None, {}))[0]
-        manifest = manifest_for(
+        manifest = make_manifest(
             project,
             analysis,
             bundle=bundle,

@@ -72,12 +72,11 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 
     def _initialize(self, version: str, build_data: dict[str, Any]) -> None:
         from hatch_flyte.frontends.hatch.glue import check_hatchling
-        from hatch_flyte.manifest import MANIFEST_NAME, write_manifest
+        from hatch_flyte.manifest import MANIFEST_NAME, make_manifest, write_manifest
         from hatch_flyte.pipeline import (
             NO_BUNDLE,
             Session,
             entry_points,
-            manifest_for,
             outside_wheel,
             outside_wheel_message,
         )
@@ -112,7 +111,7 @@ class FlyteBuildHook(BuildHookInterface):  # type: ignore[type-arg]
                 self.app.display_info(f"flyte: {NO_BUNDLE}")
             else:
                 self.app.display_info(f"flyte: bundle {bundle.path} ({len(bundle.files)} files)")
-        manifest = manifest_for(
+        manifest = make_manifest(
             project, analysis, bundle=bundle, name=self.metadata.name, version=self.metadata.version
         )
         self._tmp = tempfile.mkdtemp(prefix="hatch-flyte-hook-")
