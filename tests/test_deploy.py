@@ -675,6 +675,23 @@ def test_tasks_in_modules_that_import_the_environment_are_registered(
     assert "environment 'idle' has no tasks" in caplog.text
 
 
+def test_a_task_module_that_does_not_load_stops_the_deploy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {
+        **{k: v for k, v in UV_IMAGE.items() if not k.startswith("src/")},
+        "src/lanes/__init__.py": "",
+        "src/lanes/envs.py": "import flyte\n\nenv = flyte.TaskEnvironment(name='lanes')\n",
+        "src/lanes/jobs.py": "import lanes_missing_dependency\n\nfrom lanes.envs import env\n",
+    }
+    project = write_project(tmp_path / "lanes", files)
+    build_artifacts(load_project(project), project / "dist", ["bundle"])
+    code, out, err = run_cli(["deploy", str(project / "dist"), "--dry-run", "--image", IMAGE], capsys)
+    assert (code, out) == (1, "")
+    assert "error: lanes.jobs imports lanes.envs.env (an environment listed in" in err
+    assert "No module named 'lanes_missing_dependency'" in err and "Install the packages" in err
+
+
 def test_usage_and_configuration_errors(
     built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -297,8 +297,9 @@ def _load_tasks(module: str, imports: str, manifest: Path) -> None:
         importlib.import_module(module)
     except Exception as e:
         raise DeployError(
-            f"{module} imports {imports}, an environment's module listed in {manifest}, so it may define "
-            f"tasks of that environment, and it does not load from the build: {type(e).__name__}: {e}. "
+            f"{module} imports {imports} (an environment listed in {manifest}, its module, or a module "
+            f"that imports one), so it may define tasks of that environment, and it does not load from "
+            f"the build: {type(e).__name__}: {e}. "
             "Install the packages it imports here, as flyte's `deploy --recursive` needs them too"
         ) from None
 
