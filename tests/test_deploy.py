@@ -675,6 +675,38 @@ def test_tasks_in_modules_that_import_the_environment_are_registered(
     assert "environment 'idle' has no tasks" in caplog.text
 
 
+def test_a_task_defined_apart_from_its_environment_runs_from_the_uploaded_bundle(
+    tmp_path: Path, cp: Running
+) -> None:
+    """flyte's a0 runs a task registered from a module that only imports the environment."""
+    files = {
+        **{k: v for k, v in UV_IMAGE.items() if not k.startswith("src/")},
+        "src/lanes/__init__.py": "",
+        "src/lanes/envs.py": "import flyte\n\nenv = flyte.TaskEnvironment(name='lanes')\n",
+        "src/lanes/steps/__init__.py": "",
+        "src/lanes/steps/twice.py": """\
+            from ..envs import env
+
+
+            @env.task
+            async def twice(a: int) -> int:
+                return 2 * a
+        """,
+    }
+    project = write_project(tmp_path / "lanes", files)
+    build_artifacts(load_project(project), project / "dist", ["bundle"])
+    hatch_flyte.deploy(
+        project / "dist", images={"default": IMAGE}, endpoint=cp.endpoint, insecure=True, org="acme",
+        project="lanes", domain="dev",
+    )  # fmt: skip
+    (request,) = cp.state.requests("DeployTask")
+    spec = TaskSpec.registered(request.spec.task_template)
+    assert (spec.task, spec.module) == ("lanes.twice", "lanes.steps.twice")
+    run, got = run_on_host(project / "src", spec, {"a": 21}, tmp_path / "run", bundle=spec.option("--tgz"))
+    assert run.exit_code == 0, run.logs[-3000:]
+    assert got == Result(value=42)
+
+
 def test_a_task_module_that_does_not_load_stops_the_deploy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
