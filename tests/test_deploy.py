@@ -707,6 +707,36 @@ def test_a_task_defined_apart_from_its_environment_runs_from_the_uploaded_bundle
     assert got == Result(value=42)
 
 
+def test_apps_are_named_and_left_to_flyte_deploy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = (
+        "import flyte.app\n\n"
+        "app = flyte.app.AppEnvironment(name='lanes-ui', image='127.0.0.1:5000/ui:1', args='serve')\n"
+    )
+    files = {
+        **{k: v for k, v in UV_IMAGE.items() if not k.startswith("src/")},
+        "src/lanes/__init__.py": "",
+        "src/lanes/ui.py": app,
+        "src/lanes/envs.py": "import flyte\n\nenv = flyte.TaskEnvironment(name='lanes')\n\n\n"
+        "@env.task\nasync def ping() -> int:\n    return 1\n",
+    }
+    project = write_project(tmp_path / "lanes", files)
+    build_artifacts(load_project(project), project / "dist", ["bundle"])
+    code, doc, err = deploy_json([str(project / "dist"), "--dry-run", "--image", IMAGE], capsys)
+    assert code == 0, err
+    assert doc is not None and [t["task"] for t in doc["tasks"]] == ["lanes.ping"]
+    assert [e["name"] for e in doc["environments"]] == ["lanes"]
+    assert "not deployed: 'lanes-ui' is an app" in caplog.text and "has no tasks" not in caplog.text
+
+    # With nothing but the app, nothing is registered, and the message says why.
+    (project / "src/lanes/envs.py").unlink()
+    build_artifacts(load_project(project), project / "dist", ["bundle"])
+    code, _, err = run_cli(["deploy", str(project / "dist"), "--dry-run", "--image", IMAGE], capsys)
+    assert code == 1
+    assert "nothing to register: 'lanes-ui' is an app (not TaskEnvironments)" in err
+
+
 def test_a_task_module_that_does_not_load_stops_the_deploy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -132,8 +132,9 @@ def deploy(
             dry_run=dry_run,
         )
     with_tasks = {t.env for t in registration.tasks}
+    registered = {e.name for e in registration.environments}  # apps are not (a warning says so)
     for spec in target.environments:
-        if spec.name is not None and spec.name not in with_tasks:
+        if spec.name in registered and spec.name not in with_tasks:
             log.warning(
                 "environment %r has no tasks: none is defined in %s, in what it imports, or in the "
                 "build's modules that import it",

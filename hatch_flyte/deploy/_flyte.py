@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -157,13 +157,26 @@ async def _register(
         plans = plan_deploy(*envs)
     except ValueError as e:  # two environments of one name
         raise DeployError(f"the environments cannot be deployed together: {e}") from None
-    for plan in plans:
-        for name, env in plan.envs.items():
-            if not isinstance(env, TaskEnvironment):
-                raise DeployError(
-                    f"environment {name!r} is a {type(env).__name__}; `hatch-flyte deploy` registers "
-                    "TaskEnvironments only (deploy it with `flyte deploy`)"
-                )
+    # Apps (AppEnvironment) are served, not registered as tasks: left to `flyte deploy`, by name.
+    apps = sorted({n for plan in plans for n, e in plan.envs.items() if not isinstance(e, TaskEnvironment)})
+    if apps:
+        plans = [
+            replace(plan, envs={n: e for n, e in plan.envs.items() if isinstance(e, TaskEnvironment)})
+            for plan in plans
+        ]
+        plans = [plan for plan in plans if plan.envs]
+        if not plans:
+            raise DeployError(
+                f"nothing to register: {', '.join(map(repr, apps))} "
+                f"{'is an app' if len(apps) == 1 else 'are apps'} (not TaskEnvironments), which "
+                "`hatch-flyte deploy` does not serve; deploy apps with `flyte deploy`"
+            )
+        log.warning(
+            "not deployed: %s %s (`hatch-flyte deploy` registers the tasks of TaskEnvironments; "
+            "deploy apps with `flyte deploy`)",
+            ", ".join(map(repr, apps)),
+            "is an app" if len(apps) == 1 else "are apps",
+        )
     cfg = get_init_config()
     if not dry_run and not (cfg.project and cfg.domain):
         raise DeployError(

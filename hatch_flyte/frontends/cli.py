@@ -333,7 +333,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         return 0
     verb = "Would register" if result.dry_run else "Registered"
     where = f"{result.project or '-'}/{result.domain or '-'}"
-    _out(f"{verb} {len(result.tasks)} tasks in {where}, version {result.version} ({result.mode} mode)")
+    count = f"{len(result.tasks)} task{'' if len(result.tasks) == 1 else 's'}"
+    _out(f"{verb} {count} in {where}, version {result.version} ({result.mode} mode)")
     if result.bundle is not None:
         uri = result.bundle.uri or "not uploaded (dry run)"
         _out(f"bundle  {result.bundle.name} -> {uri}")
