@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "example_projects"
@@ -43,7 +44,7 @@ def copy_project(name: str, dest: Path, plugin_wheel: Path) -> Path:
     return target
 
 
-def wheel_flyte_metadata(wheel: Path) -> tuple[dict[str, str], dict | None]:
+def wheel_flyte_metadata(wheel: Path) -> tuple[dict[str, str], dict[str, Any] | None]:
     """The wheel's ``flyte.environments`` entry points and its manifest (or None)."""
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
@@ -61,5 +62,5 @@ def wheel_flyte_metadata(wheel: Path) -> tuple[dict[str, str], dict | None]:
         manifest_name = next(
             (n for n in names if n.endswith(".dist-info/extra_metadata/flyte-manifest.json")), None
         )
-        manifest = json.loads(zf.read(manifest_name)) if manifest_name else None
+        manifest: dict[str, Any] | None = json.loads(zf.read(manifest_name)) if manifest_name else None
     return group, manifest

@@ -35,8 +35,9 @@ import pytest
 import hatch_flyte.bundle as bundle_mod
 from hatch_flyte.atomic import PendingFile
 from hatch_flyte.bundle import NOTHING_TO_BUNDLE, Bundle, BundleOptions, build, digest, select, statcache
-from hatch_flyte.bundle.archive import gzip_header
+from hatch_flyte.bundle.archive import gzip_header, write_archive
 from hatch_flyte.bundle.guard import looks_secret
+from hatch_flyte.config import Compression
 from hatch_flyte.errors import BuildError, BundleError, HatchFlyteError, SecretsError
 
 T = TypeVar("T")
@@ -725,11 +726,10 @@ def test_cache_miss_reuses_the_bundle_without_rewriting_it(
     else:
         options = BundleOptions(use_cache=False)
     calls: list[int] = []
-    real = bundle_mod.write_archive
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return real(*args, **kwargs)
+        return write_archive(*args, **kwargs)
 
     monkeypatch.setattr(bundle_mod, "write_archive", counting)
     first = build(root, out, options)
@@ -750,8 +750,12 @@ def test_recently_changed_tree_is_not_cached(
     root = make_tree(tmp_path / "root")
     out = outdir(tmp_path)
     calls: list[int] = []
-    real = bundle_mod.write_archive
-    monkeypatch.setattr(bundle_mod, "write_archive", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return write_archive(*args, **kwargs)
+
+    monkeypatch.setattr(bundle_mod, "write_archive", counting)
     first = build(root, out)
     second = build(root, out)
     assert len(calls) == 2
@@ -817,8 +821,9 @@ def test_compatible_build_replaces_a_fast_bundle_of_the_same_name(
 
     # Now each mode accepts the compatible file: compatible needs its header, fast any gzip.
     before = _age(compatible.path)
-    for compression in ("compatible", "fast"):
-        again: Bundle = build(root, out, BundleOptions(compression=compression))  # type: ignore[arg-type]
+    compressions: tuple[Compression, ...] = ("compatible", "fast")
+    for compression in compressions:
+        again: Bundle = build(root, out, BundleOptions(compression=compression))
         assert again.reused, compression
         assert _same_file(before, compatible.path)
     assert compatible.path.read_bytes() == data

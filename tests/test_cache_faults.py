@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from packaging.requirements import Requirement
 
 import hatch_flyte.bundle as bundle_mod
 from hatch_flyte.bundle import BundleOptions, build, statcache
+from hatch_flyte.bundle.archive import write_archive
 from hatch_flyte.image import basecache
 from hatch_flyte.image.wheelhouse import HASHES, REQUIREMENTS, Target, build_wheelhouse
 
@@ -57,11 +59,10 @@ def _entry(root: Path) -> Path:
 
 def _spy_archive(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = bundle_mod.write_archive
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return real(*args, **kwargs)
+        return write_archive(*args, **kwargs)
 
     monkeypatch.setattr(bundle_mod, "write_archive", counting)
     return calls
@@ -295,7 +296,7 @@ def test_wheelhouse_faults_are_rebuilt(offline_pip: Path) -> None:
     first = build_wheelhouse(REQS, TARGET)
     d = first.directory
     record = d / HASHES
-    damages = {
+    damages: dict[str, Callable[[], object]] = {
         "record missing": lambda: record.unlink(),
         "record truncated": lambda: record.write_bytes(record.read_bytes()[:20]),
         "record foreign": lambda: record.write_text(json.dumps(["not", "ours"])),

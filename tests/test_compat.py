@@ -281,7 +281,7 @@ def tree_flyteignore_patterns(d: Path) -> Path:
         "[x].txt\r\nfoo[\r\n./dotslash.txt\r\n/\r\n  leading.txt\r\n",
     )
     write(d / "pkg/.flyteignore", "/local.py\n!config.json\n*.md\ndata\n!data/keep.txt\n")
-    files = {
+    files: dict[str, str | bytes] = {
         "anchored.txt": "a",
         "pkg/anchored.txt": "b",
         "builddir/out.txt": "c",
@@ -776,9 +776,9 @@ def tree_random(d: Path) -> Path:
     for i in range(8):
         src = rng.choice(files)
         link_dir = rng.choice(dirs)
-        name = d / link_dir / f"link{i}.py"
-        if not name.exists() and not name.is_symlink():
-            link(name, os.path.relpath(d / src, d / link_dir))
+        link_path = d / link_dir / f"link{i}.py"
+        if not link_path.exists() and not link_path.is_symlink():
+            link(link_path, os.path.relpath(d / src, d / link_dir))
     tracked = [f.as_posix() for f in files if rng.random() < 0.5]
     ignore_files = [p.relative_to(d).as_posix() for p in d.rglob(".*ignore")]
     git_repo(d, [], force=tracked + ignore_files)
@@ -972,7 +972,8 @@ def _cli(args: list[str], cache: Path) -> dict[str, object]:
     env = {**os.environ, "HATCH_FLYTE_CACHE_DIR": str(cache)}
     proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    data: dict[str, object] = json.loads(proc.stdout)
+    return data
 
 
 def _check_cli_json(data: dict[str, object], outdir: Path, flyte: FlyteBundle, compression: str) -> None:

@@ -19,7 +19,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import pytest
 from fake_control_plane import Running
@@ -173,11 +173,13 @@ def deploy_json(
 
 
 def manifest(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / MANIFEST_NAME).read_text())
+    data: dict[str, Any] = json.loads((directory / MANIFEST_NAME).read_text())
+    return data
 
 
 def bundle_path(directory: Path) -> Path:
-    return directory / manifest(directory)["bundle"]["name"]
+    name: str = manifest(directory)["bundle"]["name"]
+    return directory / name
 
 
 def with_image(built: Path, where: Path, ref: str = IMAGE) -> Path:
@@ -417,7 +419,9 @@ def test_dry_run_registers_what_flyte_deploy_would(
         scratch=tmp_path / "oracle",
         recursive=True,
     )
-    theirs = [{"env": t.env, "task": t.task, "image": t.image, "args": list(t.args)} for t in specs]
+    theirs: list[dict[str, Any]] = [
+        {"env": t.env, "task": t.task, "image": t.image, "args": list(t.args)} for t in specs
+    ]
     ours = [{**t, "args": without_bundle_uri(t["args"])} for t in doc["tasks"]]
     # flyte registers an environment once per plan that holds it (a dependency of two environments
     # twice), with the same spec each time; we register it once.
@@ -819,6 +823,11 @@ def test_bundle_reader_reads_what_tarfile_reads(built: Path, tmp_path: Path) -> 
     (deep / "data.bin").write_bytes(bytes(range(256)) * 9)
     for path in (bundle_path(built), build(tmp_path / "tree", tmp_path / "out", BundleOptions()).path):
         with tarfile.open(path, "r:gz") as tf:
-            expected = [(m.name, tf.extractfile(m).read()) for m in tf]  # type: ignore[union-attr]
+            expected = []
+            for m in tf:
+                member = tf.extractfile(m)
+                assert member is not None, m.name
+                expected.append((m.name, member.read()))
         with gzip.open(path, "rb") as f:
-            assert list(_tar_files(f)) == expected
+            # A GzipFile is a binary file object; typeshed just does not derive it from IO[bytes].
+            assert list(_tar_files(cast(IO[bytes], f))) == expected

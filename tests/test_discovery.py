@@ -10,10 +10,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flyte_oracle import flyte_environments
 
+from hatch_flyte.config import Discovery
 from hatch_flyte.discovery import (
     ENVIRONMENT_CLASSES,
     DiscoveryResult,
@@ -40,7 +42,7 @@ def make_project(tmp_path: Path, files: dict[str, str], flyte: str = "") -> Proj
     return load_project(tmp_path)
 
 
-def using(project: Project, method: str, **config: object) -> Project:
+def using(project: Project, method: Discovery, **config: Any) -> Project:
     return dataclasses.replace(
         project, config=dataclasses.replace(project.config, discovery=method, **config)
     )
@@ -486,7 +488,7 @@ LAZY = {
 def test_static_reads_only_modules_that_may_create_environments(tmp_path: Path) -> None:
     project = make_project(tmp_path, LAZY)
     found = {e.name: e for e in discover(project).environments}
-    assert sorted(found) == ["other", "shop-flows"]
+    assert set(found) == {"other", "shop-flows"}
     assert found["shop-flows"].module == "shop.aflows" and found["shop-flows"].depends_on == ("other",)
     assert found["other"].module == "shop.more"
     imported = {e.name: e for e in discover(using(project, "import")).environments}
@@ -524,7 +526,7 @@ DUPLICATES = {
 
 
 @pytest.mark.parametrize("method", ["static", "import"])
-def test_duplicate_names_name_both_places(tmp_path: Path, method: str) -> None:
+def test_duplicate_names_name_both_places(tmp_path: Path, method: Discovery) -> None:
     project = using(make_project(tmp_path, DUPLICATES), method)
     with pytest.raises(DiscoveryError) as info:
         discover(project)
@@ -534,7 +536,7 @@ def test_duplicate_names_name_both_places(tmp_path: Path, method: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["static", "import"])
-def test_explicit_environments(tmp_path: Path, method: str) -> None:
+def test_explicit_environments(tmp_path: Path, method: Discovery) -> None:
     project = make_project(tmp_path, SHOP, 'environments = ["shop.train:gpu", "shop:base"]')
     result = discover(using(project, method))
     assert [e.ref for e in result.environments] == ["shop:base", "shop.train:gpu"]
@@ -552,7 +554,7 @@ def test_explicit_environments(tmp_path: Path, method: str) -> None:
     ],
 )
 def test_explicit_environment_that_does_not_exist(
-    tmp_path: Path, method: str, ref: str, expected: str
+    tmp_path: Path, method: Discovery, ref: str, expected: str
 ) -> None:
     project = make_project(tmp_path, SHOP, f'environments = ["{ref}"]')
     with pytest.raises(DiscoveryError, match=expected) as info:

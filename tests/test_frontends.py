@@ -13,6 +13,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flyte_names import flyte_bundle_name
@@ -30,7 +31,7 @@ ML_EPS = {
 }
 
 
-def _check_wheel(wheel: Path, expected: dict[str, str], package: str) -> dict:
+def _check_wheel(wheel: Path, expected: dict[str, str], package: str) -> dict[str, Any]:
     eps, manifest = wheel_flyte_metadata(wheel)
     assert eps == expected
     assert manifest is not None, f"no flyte-manifest.json in {wheel.name}"
@@ -163,8 +164,8 @@ def _hatch_build(
 
 def _check_dist(
     dist: Path, root: Path, expected_eps: dict[str, str], includes: list[Path] | None = None
-) -> dict:
-    manifest = json.loads((dist / "flyte-manifest.json").read_text())
+) -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads((dist / "flyte-manifest.json").read_text())
     (wheel,) = dist.glob("*.whl")
     (bundle,) = dist.glob("fast*.tar.gz")
     assert bundle.name == flyte_bundle_name(root, includes or [])

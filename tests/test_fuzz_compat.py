@@ -92,7 +92,7 @@ names = st.one_of(
 def patterns(draw: st.DrawFn, known: list[str]) -> str:
     """A gitignore-style line: negation, anchor, directory-only, wildcards, comments."""
     pool = [*known, *NAMES[:12]]
-    body = draw(
+    body: str = draw(
         st.one_of(
             st.sampled_from(pool).map(lambda p: p.rsplit("/", 1)[-1]),
             st.sampled_from(pool),

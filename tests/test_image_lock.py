@@ -50,7 +50,7 @@ def exported_pins(root: Path, target: Target) -> set[tuple[str, str]]:
     """``uv export`` of the lock, markers evaluated for ``target``: the pins hatch-flyte must use."""
     text = uv("export", "--format", "requirements-txt", "--no-hashes", "--no-emit-project",
               "--no-header", "--no-annotate", cwd=root)  # fmt: skip
-    pins = set()
+    pins: set[tuple[str, str]] = set()
     for line in text.splitlines():
         if not line.strip() or line.startswith(("#", "-")):
             continue

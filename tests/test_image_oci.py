@@ -212,13 +212,14 @@ def test_build_from_layout_is_reproducible_across_project_copies(
     one, two = results
     assert one.digest == two.digest and one.id == two.id and one.ref == two.ref
     assert one.backend == "oci" and one.archive and Path(one.archive).is_file()
+    assert one.digest is not None
     layout = Path(one.archive).with_suffix("")
     assert sorted(p.name for p in layout.parent.iterdir()) == [
         "weather-pipeline.oci",
         "weather-pipeline.oci.tar",
     ]
     index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads((layout / "blobs" / "sha256" / one.digest[7:]).read_bytes())  # type: ignore[index]
+    manifest = json.loads((layout / "blobs" / "sha256" / one.digest[7:]).read_bytes())
     assert {m["annotations"][L.REF_NAME] for m in index["manifests"]} == {one.content_tag, "0.3.0"}
     assert len(manifest["layers"]) == 4  # base + venv + dependencies + project
     config = json.loads((layout / "blobs" / "sha256" / one.id[7:]).read_bytes())
@@ -230,7 +231,9 @@ def test_build_from_layout_is_reproducible_across_project_copies(
     assert config["config"]["Labels"]["org.opencontainers.image.version"] == "0.3.0"
     assert (layout / "blobs" / "sha256" / one.digest[7:]).read_bytes() == L.canonical_json(manifest)
     with tarfile.open(one.archive) as tar:
-        docker_manifest = json.load(tar.extractfile("manifest.json"))
+        manifest_file = tar.extractfile("manifest.json")
+        assert manifest_file is not None
+        docker_manifest = json.load(manifest_file)
         assert docker_manifest[0]["RepoTags"] == list(one.tags)
         assert "index.json" in tar.getnames()
     # the project layer: the wheel installed into the venv with installer, scripts on the venv's python
@@ -383,12 +386,12 @@ def _serve(server: socketserver.TCPServer) -> Iterator[str]:
         server.server_close()
 
 
-@__import__("contextlib").contextmanager
+@contextlib.contextmanager
 def nonsense_http_server() -> Iterator[str]:
     yield from _serve(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Nonsense))
 
 
-@__import__("contextlib").contextmanager
+@contextlib.contextmanager
 def not_http_server() -> Iterator[str]:
     yield from _serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), _NotHttp))
 
@@ -485,11 +488,17 @@ def test_registry_base_build_load_run_push(
         assert manifest_digest(registry, f"{repo_prefix}/weather-pipeline", tag) == result.digest
 
     # pushed again: the registry has this manifest under every tag already, so nothing is sent
-    from hatch_flyte.image.oci.registry import Registry as Reg
-
     sent: list[str] = []
-    monkeypatch.setattr(Reg, "put_manifest", lambda self, *a, **k: sent.append(a[1]) or "")
-    monkeypatch.setattr(Reg, "upload_blob", lambda self, *a, **k: sent.append(a[1]))
+
+    def put_manifest(self: Registry, repository: str, tag: str, body: bytes, media_type: str) -> str:
+        sent.append(tag)
+        return ""
+
+    def upload_blob(self: Registry, repository: str, digest: str, path: Path) -> None:
+        sent.append(digest)
+
+    monkeypatch.setattr(Registry, "put_manifest", put_manifest)
+    monkeypatch.setattr(Registry, "upload_blob", upload_blob)
     again = build(
         project, wheel, out, monkeypatch, base=registry_base, registry=f"{registry}/{repo_prefix}", push=True
     )

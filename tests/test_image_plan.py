@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,7 +142,7 @@ def test_docker_build_steps_are_reported_with_their_time(caplog: pytest.LogCaptu
     logged when the step ends; a failure carries the engine's own message and its last lines."""
     from hatch_flyte.image.docker.backend import _consume_build
 
-    stream = [
+    stream: list[dict[str, Any]] = [
         {"stream": "Step 1/3 : FROM hatch-flyte/deps:h0123\n"},
         {"stream": " ---> 1a2b\n"},
         {"stream": "Step 2/3 : ENV _F_IMG_ID=weather-pipeline:h42\n"},
@@ -157,7 +158,7 @@ def test_docker_build_steps_are_reported_with_their_time(caplog: pytest.LogCaptu
         "docker: [3/3] COPY venv/ /opt/venv/",
     ]
     assert all(line.endswith("s)") for line in lines)
-    failing = [
+    failing: list[dict[str, Any]] = [
         {"stream": "Step 1/2 : RUN pip install x\n"},
         {"stream": "ERROR: No matching distribution found for x\n"},
         {"errorDetail": {"message": "The command returned a non-zero code: 1"}},

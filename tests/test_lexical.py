@@ -65,7 +65,8 @@ def _offsets(source: bytes) -> tuple[set[int], set[int]]:
     def offset(row: int, col: int) -> int:
         return starts[row - 1] + len(lines[row - 1][:col].encode("utf-8"))
 
-    names, prose = set(), set()
+    names: set[int] = set()
+    prose: set[int] = set()
     for tok in tokenize.tokenize(io.BytesIO(source).readline):
         if tok.type == token.NAME:
             names.add(offset(*tok.start))

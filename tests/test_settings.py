@@ -3,6 +3,7 @@ flags are checked like ``[tool.flyte]``, and the README's reference tables are t
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import re
 import subprocess
@@ -128,10 +129,11 @@ def test_hatchling_target_keys_cover_what_hatchling_reads() -> None:
 # --- command-line flags -----------------------------------------------------------------------------
 
 
-def _options(command: str) -> dict[str, object]:
+def _options(command: str) -> dict[str, argparse.Action]:
     parser = cli._parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    return {s: a for a in sub.choices[command]._actions for s in a.option_strings}  # type: ignore[union-attr]
+    assert isinstance(sub, argparse._SubParsersAction)
+    return {s: a for a in sub.choices[command]._actions for s in a.option_strings}
 
 
 def test_every_flag_is_on_its_commands_with_the_keys_choices() -> None:
@@ -139,11 +141,12 @@ def test_every_flag_is_on_its_commands_with_the_keys_choices() -> None:
         for command in flag.commands:
             action = _options(command)[flag.flag]
             if flag.key == "bundle.compression":
-                assert tuple(action.choices) == ("fast", "compatible")  # type: ignore[attr-defined]
+                assert action.choices is not None
+                assert tuple(action.choices) == ("fast", "compatible")
             elif flag.const is None:
-                assert action.choices is None  # type: ignore[attr-defined]
+                assert action.choices is None
             else:
-                assert action.const == flag.const  # type: ignore[attr-defined]
+                assert action.const == flag.const
 
 
 def test_each_flag_sets_its_key_on_every_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -207,7 +207,7 @@ def _pip_wheel(project: Path, out: Path) -> list[Path]:
 def _ours(environments: list[dict[str, Any]], dependencies: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     """(name, module:attribute, depends_on) of the project's environments and of the dependency
     environments they name (flyte's registry holds both once the code is imported)."""
-    envs = {
+    envs: set[tuple[Any, ...]] = {
         (e["name"], f"{e['module']}:{e['attribute']}", tuple(sorted(e["depends_on"]))) for e in environments
     }
     by_name = {e["name"]: e for e in environments}
