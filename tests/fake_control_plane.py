@@ -184,7 +184,8 @@ class _Services:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         own = getattr(type(self._fake), name, None)
         if own is not None and not name.startswith("_"):
-            return getattr(self._fake, name)  # type: ignore[no-any-return]
+            method: Callable[..., Any] = getattr(self._fake, name)
+            return method
 
         def unimplemented(request: Any, ctx: Any) -> Any:
             self._fake._record(f"UNIMPLEMENTED {name}", request)

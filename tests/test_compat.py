@@ -28,6 +28,7 @@ import pytest
 from flyte_oracle import FlyteBundle, flyte_bundles, tar_member_names, tools_dir
 
 from hatch_flyte.bundle import Bundle, BundleOptions, build, statcache
+from hatch_flyte.config import Compression
 from hatch_flyte.errors import BundleError
 
 COMPRESSIONS = ("fast", "compatible")
@@ -913,10 +914,10 @@ def test_tree_exercises_its_case(name: str, cases: dict[str, Case]) -> None:
 
 @pytest.mark.parametrize(("name", "compression"), tree_and_compression_params())
 def test_same_bundle_as_flyte(
-    name: str, compression: str, cases: dict[str, Case], isolated_cache: Path, tmp_path: Path
+    name: str, compression: Compression, cases: dict[str, Case], isolated_cache: Path, tmp_path: Path
 ) -> None:
     case = cases[name]
-    bundle = build(case.root, tmp_path / "out", BundleOptions(compression=compression))  # type: ignore[arg-type]
+    bundle = build(case.root, tmp_path / "out", BundleOptions(compression=compression))
     assert not bundle.reused
     assert_same_as_flyte(bundle, case.flyte)
 

@@ -345,20 +345,22 @@ def test_connection_comes_from_flyte_config_with_options_overriding(
 def test_flyte_runtime_runs_the_registered_task_from_the_uploaded_bundle(
     built: Path, cp: Running, tmp_path: Path
 ) -> None:
-    connection = {
-        "endpoint": cp.endpoint,
-        "insecure": True,
-        "org": "acme",
-        "project": "orbit",
-        "domain": "dev",
-    }
-    result = hatch_flyte.deploy(built, images={"cuda": CUDA}, **connection)  # type: ignore[arg-type]
+    result = hatch_flyte.deploy(
+        built,
+        images={"cuda": CUDA},
+        endpoint=cp.endpoint,
+        insecure=True,
+        org="acme",
+        project="orbit",
+        domain="dev",
+    )
     registered = {
         r.task_id.name: TaskSpec.registered(r.spec.task_template) for r in cp.state.requests("DeployTask")
     }
     (upload,) = cp.state.uploads
     period = registered["orbit_base.period"]
-    assert period.option("--tgz") == upload.path.as_uri() == result.bundle.uri  # type: ignore[union-attr]
+    assert result.bundle is not None
+    assert period.option("--tgz") == upload.path.as_uri() == result.bundle.uri
 
     # a0 downloads the bundle from the registered URL: the uploaded object.
     root = built.parent / "src"  # only to write the inputs and read the outputs with flyte

@@ -56,9 +56,9 @@ def errors_of(chunks: list[dict[str, object]]) -> list[str]:
 
 def pushed_digest(chunks: list[dict[str, object]]) -> str:
     assert not errors_of(chunks), errors_of(chunks)
-    aux = [chunk["aux"] for chunk in chunks if isinstance(chunk.get("aux"), dict)]
+    aux = [a for chunk in chunks if isinstance(a := chunk.get("aux"), dict)]
     assert aux, f"no digest in the push output: {chunks}"
-    digest = aux[-1]["Digest"]  # type: ignore[index]
+    digest = aux[-1]["Digest"]
     assert isinstance(digest, str) and digest.startswith("sha256:")
     return digest
 

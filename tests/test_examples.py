@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hatch_flyte.discovery import discover
+from hatch_flyte.discovery import DiscoveryResult, discover
 from hatch_flyte.project import load_project
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_projects"
@@ -45,8 +45,8 @@ def test_static_and_import_discovery_agree_on_examples(name: str) -> None:
         dataclasses.replace(project, config=dataclasses.replace(project.config, discovery="import"))
     )
 
-    def key(result: object) -> set[tuple[object, ...]]:
-        return {(e.name, e.module, e.attribute, e.kind, e.depends_on, e.file) for e in result.environments}  # type: ignore[attr-defined]
+    def key(result: DiscoveryResult) -> set[tuple[object, ...]]:
+        return {(e.name, e.module, e.attribute, e.kind, e.depends_on, e.file) for e in result.environments}
 
     assert key(static) == key(imported)
     assert not static.unresolved and not imported.unresolved

@@ -20,6 +20,7 @@ import pytest
 from flyte_oracle import oracle_env, tools_dir
 
 from hatch_flyte.bundle import BundleOptions, build
+from hatch_flyte.config import Compression
 from hatch_flyte.pipeline import Session, project_bundle_options
 from hatch_flyte.project import load_project
 
@@ -155,11 +156,11 @@ def make_project(directory: Path, flyte: str = "") -> Path:
 @pytest.mark.parametrize(
     ("style", "compression"), [("all", "fast"), ("all", "compatible"), ("loaded-modules", "fast")]
 )
-def test_bundle_loads_in_flyte_runtime(style: str, compression: str, tmp_path: Path) -> None:
+def test_bundle_loads_in_flyte_runtime(style: str, compression: Compression, tmp_path: Path) -> None:
     project = tmp_path / "project"
     if style == "all":
         root = make_project(project)
-        bundle = build(root, tmp_path / "dist", BundleOptions(compression=compression))  # type: ignore[arg-type]
+        bundle = build(root, tmp_path / "dist", BundleOptions(compression=compression))
     else:
         # The modules the environments load, and the data file they read through include.
         table = '[tool.flyte.bundle]\ncopy-style = "loaded-modules"\ninclude = ["src/hello_flyte/data"]\n'

@@ -223,8 +223,8 @@ def _keys(cls: type[Any], prefix: str = "") -> set[str]:
     out = set()
     for key, (_, shape) in fields_of(cls).items():
         out.add(prefix + key)
-        if dataclasses.is_dataclass(shape.base):
-            out |= _keys(shape.base, f"{prefix}{key}.")  # type: ignore[arg-type]
+        if isinstance(shape.base, type) and dataclasses.is_dataclass(shape.base):
+            out |= _keys(shape.base, f"{prefix}{key}.")
     return out
 
 
@@ -275,8 +275,8 @@ def _tables(cls: type[Any]) -> st.SearchStrategy[dict[str, Any]]:
     entries = {}
     for key, (_, shape) in fields_of(cls).items():
         value = st.sampled_from(_VALUES)
-        if dataclasses.is_dataclass(shape.base):
-            value = st.one_of(_tables(shape.base), value)  # type: ignore[arg-type]
+        if isinstance(shape.base, type) and dataclasses.is_dataclass(shape.base):
+            value = st.one_of(_tables(shape.base), value)
         entries[key] = value
     entries[next(iter(entries)) + "s"] = st.sampled_from(_VALUES)
     return st.fixed_dictionaries({}, optional=entries)

@@ -8,6 +8,7 @@ import collections
 import os
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -46,9 +47,9 @@ def scans(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
     real = os.scandir
 
     def counting(path: Any = ".") -> Any:
-        frame = sys._getframe(1)
+        frame: FrameType | None = sys._getframe(1)
         while frame is not None and frame.f_globals.get("__name__") == "os":
-            frame = frame.f_back  # type: ignore[assignment]
+            frame = frame.f_back
         if frame is not None and str(frame.f_globals.get("__name__", "")).startswith("hatch_flyte"):
             counter[os.fspath(path)] += 1
         return real(path)

@@ -200,4 +200,5 @@ def test_path_flags_are_taken_from_the_current_directory(
     override = Override.from_flag(_flag("--root-dir"), "proj/code")
     assert override == Override("root-dir", str(tmp_path / "proj" / "code"), "--root-dir")
     config = with_overrides(FlyteConfig(), [override], tmp_path / "proj")
-    assert (tmp_path / "proj" / config.root_dir).resolve() == tmp_path / "proj" / "code"  # type: ignore[operator]
+    assert config.root_dir is not None
+    assert (tmp_path / "proj" / config.root_dir).resolve() == tmp_path / "proj" / "code"

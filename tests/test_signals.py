@@ -17,6 +17,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,10 +86,10 @@ def _bundle_temp_at_least(size: int) -> Callable[[Path], bool]:
 
 
 def _interrupt(
-    cmd: list[str], outdir: Path, ready: Callable[[Path], bool], sig: int, env: dict[str, str], **kw: object
+    cmd: list[str], outdir: Path, ready: Callable[[Path], bool], sig: int, env: dict[str, str], **kw: Any
 ) -> tuple[subprocess.Popen[str], str]:
     """Start ``cmd``, wait until ``ready(outdir)``, send ``sig``; return the process and its stderr."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     deadline = time.monotonic() + 120
     while not ready(outdir):
         if proc.poll() is not None:
