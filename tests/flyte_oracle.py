@@ -25,6 +25,15 @@ from pathlib import Path
 #: of a .tar.gz). Never pigz.
 TOOLS = ("git", "tar", "gzip")
 
+#: For the git commands that make the trees handed to the oracle: none of the caller's ``GIT_*``
+#: variables and no global or system config, so that the machine's git setup (hooks, signing,
+#: excludes) cannot change what a tree tracks.
+GIT_ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
 _SCRIPT = r"""
 import asyncio
 import json

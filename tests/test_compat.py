@@ -25,18 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from flyte_oracle import FlyteBundle, flyte_bundles, tar_member_names, tools_dir
+from flyte_oracle import GIT_ENV, FlyteBundle, flyte_bundles, tar_member_names, tools_dir
 
 from hatch_flyte.bundle import Bundle, BundleOptions, build, statcache
 from hatch_flyte.config import Compression
 from hatch_flyte.errors import BundleError
 
 COMPRESSIONS = ("fast", "compatible")
-_GIT_ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 
 # --- building trees --------------------------------------------------------------------------
@@ -73,7 +68,7 @@ def git(repo: Path, *args: str) -> None:
             *args,
         ],
         cwd=repo,
-        env=_GIT_ENV,
+        env=GIT_ENV,
         check=True,
         capture_output=True,
     )

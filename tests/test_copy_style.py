@@ -18,19 +18,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from flyte_oracle import TOOLS, FlyteBundle, LoadedJob, flyte_loaded_bundles, tar_member_names
+from flyte_oracle import GIT_ENV, TOOLS, FlyteBundle, LoadedJob, flyte_loaded_bundles, tar_member_names
 
 from hatch_flyte.bundle import BundleOptions, build
 from hatch_flyte.errors import DiscoveryError, SecretsError
 from hatch_flyte.frontends.cli import main
 from hatch_flyte.pipeline import Session, project_bundle_options
 from hatch_flyte.project import load_project
-
-_GIT_ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 
 def write(path: Path, text: str = "") -> Path:
@@ -45,7 +39,7 @@ def git_commit(directory: Path) -> None:
         ["add", "-A"],
         ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
     ):
-        subprocess.run(["git", *args], cwd=directory, env=_GIT_ENV, check=True, capture_output=True)
+        subprocess.run(["git", *args], cwd=directory, env=GIT_ENV, check=True, capture_output=True)
 
 
 def pyproject(directory: Path, name: str, flyte: str) -> None:
