@@ -71,10 +71,6 @@ class Project:
     #: Keys of ``config`` set for this run, and by what (``{"strict": "--strict"}``).
     set_by: Mapping[str, str] = field(default_factory=dict, compare=False)
 
-    def source_of(self, key: str) -> str:
-        """How messages name where ``key`` (dotted, below ``tool.flyte``) got its value."""
-        return self.set_by.get(key) or f"`tool.flyte.{key}` in {self.pyproject or 'the defaults'}"
-
     @property
     def has_pyproject(self) -> bool:
         return self.pyproject is not None
@@ -270,8 +266,9 @@ def _top_modules(root: Path) -> list[str]:
 
 
 def _root_setting(project: Project) -> str:
-    if project.root_from is not None and project.root_from in project.set_by.values():
-        return f"{project.root_from} {project.root_dir}"
+    flag = project.set_by.get("root-dir")
+    if flag is not None:
+        return f"{flag} {project.root_dir}"
     rel = _rel(project.root_dir, project.directory)
     if project.root_from == "tool.flyte.root-dir":
         return f'`tool.flyte.root-dir` = "{rel}" in {project.pyproject}'
@@ -292,8 +289,9 @@ def _misrooted(project: Project, package: str, actual_root: Path) -> ProjectErro
         actual_root == project.directory or project.directory in actual_root.parents
     ):
         fix = f'set `root-dir = "{_rel(actual_root, project.directory)}"` under [tool.flyte]'
-        if project.root_from is not None and project.root_from in project.set_by.values():
-            fix = f"pass {project.root_from} {actual_root}"
+        flag = project.set_by.get("root-dir")
+        if flag is not None:
+            fix = f"pass {flag} {actual_root}"
     else:
         fix = f"pass --root-dir {actual_root}"
     return ProjectError(
