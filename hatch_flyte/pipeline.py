@@ -232,15 +232,15 @@ def with_environment_includes(
 def project_bundle_options(
     project: Project,
     options: BundleOptions,
-    discovery: DiscoveryResult | None = None,
-    files: Selection | None = None,
+    discovery: DiscoveryResult | None,
+    files: Selection,
 ) -> BundleOptions | None:
     """What the project's bundle holds, as ``tool.flyte.bundle.copy-style`` says; None for "none".
 
     The environments' ``include`` paths are added (when ``discovery`` is known). For
     "loaded-modules" the environments' modules, and the root's modules that import them (where
     their tasks may be defined, see :mod:`hatch_flyte.discovery.importers`; among ``files``, the
-    walked root, else the root walked here), are imported (one subprocess, see
+    session's walk of the root), are imported (one subprocess, see
     :func:`hatch_flyte.discovery.loaded_module_files`) and the files they load are the bundle's.
     """
     style = project.config.bundle.copy_style
@@ -269,9 +269,6 @@ def project_bundle_options(
                 f"environments' modules load, but no environment was found under {project.root_dir}; "
                 'add one, list them in `tool.flyte.environments`, or set copy-style = "all"'
             )
-        if files is None:
-            rules = IgnoreRules.for_root(project.root_dir, options.ignores, options.keep_default_ignores)
-            files = select_files(project.root_dir, rules)
         sources = {module_name(f.arcname): f.path for f in files.files if f.arcname.endswith(".py")}
         found = importers(sources, _read, ((e.module, e.attribute) for e in discovery.environments))
         modules += tuple(module for module, _ in found if module not in modules)

@@ -23,7 +23,7 @@ from flyte_oracle import GIT_ENV, TOOLS, FlyteBundle, LoadedJob, flyte_loaded_bu
 from hatch_flyte.bundle import BundleOptions, build
 from hatch_flyte.errors import DiscoveryError, SecretsError
 from hatch_flyte.frontends.cli import main
-from hatch_flyte.pipeline import Session, project_bundle_options
+from hatch_flyte.pipeline import Session
 from hatch_flyte.project import load_project
 
 
@@ -227,7 +227,7 @@ def test_loaded_modules_bundle_is_flytes(
 ) -> None:
     directory, expected = projects[name]
     project = load_project(directory)
-    options = project_bundle_options(project, BundleOptions.for_project(project), Session(project).discovery)
+    options = Session(project).options
     assert options is not None and options.modules is not None
     for compression in ("fast", "compatible"):
         bundle = build(
@@ -371,7 +371,7 @@ def test_secrets_guard_still_applies_to_includes(tmp_path: Path) -> None:
     )
     write(project_dir / "small/conf/.env", "TOKEN=x\n")
     project = load_project(project_dir)
-    options = project_bundle_options(project, BundleOptions.for_project(project), Session(project).discovery)
+    options = Session(project).options
     assert options is not None
     with pytest.raises(SecretsError, match=r"small/conf/\.env"):
         build(project.root_dir, tmp_path / "out", options)
@@ -390,7 +390,7 @@ def test_interpreter_without_flyte_says_which_and_how(tmp_path: Path) -> None:
     )
     project = load_project(project_dir)
     with pytest.raises(DiscoveryError) as info:
-        project_bundle_options(project, BundleOptions.for_project(project), Session(project).discovery)
+        _ = Session(project).options
     message = str(info.value)
     assert message.startswith('copy-style = "loaded-modules" needs flyte in the interpreter')
     assert 'or set `tool.flyte.bundle.copy-style = "all"`' in message
@@ -448,9 +448,7 @@ def test_none_warns_about_environment_includes(tmp_path: Path, caplog: pytest.Lo
     write(project_dir / "fullbuild/model.json", "{}\n")
     project = load_project(project_dir)
     with caplog.at_level("WARNING", logger="hatch_flyte"):
-        options = project_bundle_options(
-            project, BundleOptions.for_project(project), Session(project).discovery
-        )
+        options = Session(project).options
     assert options is None
     assert [r.getMessage() for r in caplog.records] == [
         'copy-style = "none" makes no bundle, so the include= files of environment(s) full are not shipped '

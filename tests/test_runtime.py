@@ -21,7 +21,7 @@ from flyte_oracle import oracle_env, tools_dir
 
 from hatch_flyte.bundle import BundleOptions, build
 from hatch_flyte.config import Compression
-from hatch_flyte.pipeline import Session, project_bundle_options
+from hatch_flyte.pipeline import Session
 from hatch_flyte.project import load_project
 
 PACKAGE_FILES = {
@@ -166,7 +166,7 @@ def test_bundle_loads_in_flyte_runtime(style: str, compression: Compression, tmp
         table = '[tool.flyte.bundle]\ncopy-style = "loaded-modules"\ninclude = ["src/hello_flyte/data"]\n'
         root = make_project(project, table)
         loaded = load_project(project)
-        options = project_bundle_options(loaded, BundleOptions.for_project(loaded), Session(loaded).discovery)
+        options = Session(loaded).options
         assert options is not None
         bundle = build(root, tmp_path / "dist", options)
     assert sorted(bundle.files) == sorted(PACKAGE_FILES)
