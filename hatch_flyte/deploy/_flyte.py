@@ -165,17 +165,16 @@ async def _register(
             for plan in plans
         ]
         plans = [plan for plan in plans if plan.envs]
+        named = f"{', '.join(map(repr, apps))} {'is an app' if len(apps) == 1 else 'are apps'}"
         if not plans:
             raise DeployError(
-                f"nothing to register: {', '.join(map(repr, apps))} "
-                f"{'is an app' if len(apps) == 1 else 'are apps'} (not TaskEnvironments), which "
-                "`hatch-flyte deploy` does not serve; deploy apps with `flyte deploy`"
+                f"nothing to register: {named} (not TaskEnvironments), which `hatch-flyte deploy` does "
+                "not serve; deploy apps with `flyte deploy`"
             )
         log.warning(
-            "not deployed: %s %s (`hatch-flyte deploy` registers the tasks of TaskEnvironments; "
-            "deploy apps with `flyte deploy`)",
-            ", ".join(map(repr, apps)),
-            "is an app" if len(apps) == 1 else "are apps",
+            "not deployed: %s (`hatch-flyte deploy` registers the tasks of TaskEnvironments; deploy "
+            "apps with `flyte deploy`)",
+            named,
         )
     cfg = get_init_config()
     if not dry_run and not (cfg.project and cfg.domain):
