@@ -7,15 +7,13 @@ fails when they differ from the model.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from hatch_flyte.config import is_path_flag
+from hatch_flyte.config import is_path_flag, regenerate
 from hatch_flyte.config.convert import Shape, fields_of
 from hatch_flyte.config.fields import DEFAULT_DOC, DOC, TYPE_DOC, Pattern, ProjectPath
 from hatch_flyte.config.model import (
@@ -129,22 +127,12 @@ def regions(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Regenerate the reference tables in a README.")
-    parser.add_argument("readme", type=Path)
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", action="store_true", help="rewrite the file")
-    mode.add_argument("--check", action="store_true", help="exit 1 when the file's tables are stale")
-    args = parser.parse_args(argv)
-    text = args.readme.read_text(encoding="utf-8")
-    new = render(text)
-    if args.check:
-        if new != text:
-            sys.stderr.write(f"{args.readme}: reference tables differ from the model; run with --write\n")
-            return 1
-        return 0
-    if new != text:
-        args.readme.write_text(new, encoding="utf-8")
-    return 0
+    return regenerate.main(
+        argv,
+        description="Regenerate the reference tables in a README.",
+        render=render,
+        stale="reference tables differ from the model",
+    )
 
 
 if __name__ == "__main__":

@@ -27,16 +27,14 @@ Python's ``$`` and lets one through) and written in the syntax both dialects rea
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from hatch_flyte.atomic import write_bytes_atomic
+from hatch_flyte.config import regenerate
 from hatch_flyte.config.convert import Shape, fields_of
 from hatch_flyte.config.fields import DEFAULT_DOC, DOC, AnyText, NonEmpty, Pattern, Positive
 from hatch_flyte.config.model import FlyteConfig
@@ -198,25 +196,13 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Regenerate the JSON Schema of [tool.flyte].")
-    parser.add_argument("path", type=Path, nargs="?", default=SCHEMA_FILE, help="default: the packaged file")
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", action="store_true", help="rewrite the file")
-    mode.add_argument("--check", action="store_true", help="exit 1 when the file differs from the model")
-    args = parser.parse_args(argv)
-    new = render()
-    try:
-        old = args.path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        old = None
-    if args.check:
-        if new != old:
-            sys.stderr.write(f"{args.path}: differs from the model; run with --write\n")
-            return 1
-        return 0
-    if new != old:
-        write_bytes_atomic(args.path, new.encode("utf-8"))
-    return 0
+    return regenerate.main(
+        argv,
+        description="Regenerate the JSON Schema of [tool.flyte].",
+        render=lambda _old: render(),
+        stale="differs from the model",
+        default=SCHEMA_FILE,
+    )
 
 
 if __name__ == "__main__":
